@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <uv.h>
 
 #include "util/util.h"
@@ -44,42 +45,46 @@ typedef struct gb_http_header {
  * and, if the client went away first, until then too: a handler with work in flight always
  * finds its request valid. All strings point into req->arena. */
 struct gb_http_req {
-    gb_arena_t arena;           /* public: per-request memory, released with the request */
-    gb_http_method_t method;    /* read-only */
-    gb_str_t method_name;       /* read-only: as received */
-    gb_str_t target;            /* read-only: raw request-target */
-    gb_str_t path;              /* read-only: percent-decoded path, no query */
-    gb_str_t query;             /* read-only: raw query string after '?', may be empty */
-    gb_http_header_t *headers;  /* read-only */
-    size_t nheaders;            /* read-only */
-    gb_buf_t body;              /* read-only: the whole (de-chunked) body */
+    gb_arena_t arena;                    /* public: per-request memory, released with the request */
+    gb_http_method_t method;             /* read-only */
+    gb_str_t method_name;                /* read-only: as received */
+    gb_str_t target;                     /* read-only: raw request-target */
+    gb_str_t path;                       /* read-only: percent-decoded path, no query */
+    gb_str_t query;                      /* read-only: raw query string after '?', may be empty */
+    gb_http_header_t *headers;           /* read-only */
+    size_t nheaders;                     /* read-only */
+    gb_buf_t body;                       /* read-only: the whole (de-chunked) body */
     gb_str_t params[GB_HTTP_MAX_PARAMS]; /* read-only: router captures ({serial} etc.), decoded */
-    size_t nparams;             /* read-only */
-    const char *route;          /* read-only: the matched route pattern, for metrics and logs */
-    void *user;                 /* public: free for the handler (e.g. the authenticated token) */
-    gb_http_conn_t *conn;       /* read-only: NULL once the client has gone away */
-    int64_t start_mono_ms;      /* read-only */
-    uint64_t conn_id;           /* read-only */
-    char peer[64];              /* read-only: "ip:port" */
-    bool head;                  /* read-only: HEAD request, body is not sent */
-    bool keep_alive;            /* private */
-    int status;                 /* read-only: status sent, 0 before */
-    uint8_t state;              /* private */
+    size_t nparams;                      /* read-only */
+    const char *route;     /* read-only: the matched route pattern, for metrics and logs */
+    void *user;            /* public: free for the handler (e.g. the authenticated token) */
+    gb_http_conn_t *conn;  /* read-only: NULL once the client has gone away */
+    int64_t start_mono_ms; /* read-only */
+    uint64_t conn_id;      /* read-only */
+    char peer[64];         /* read-only: "ip:port" */
+    bool head;             /* read-only: HEAD request, body is not sent */
+    bool keep_alive;       /* private */
+    int status;            /* read-only: status sent, 0 before */
+    uint8_t state;         /* private */
 };
 
 /* Handlers answer exactly once, now or later, with one of the gb_http_respond* calls or by
- * turning the request into a stream. */
+ * turning the request into a stream. A handler may answer from inside its own call or from any
+ * later callback on the loop; the next pipelined request never starts inside that call. */
 typedef void (*gb_http_handler_cb)(gb_http_req_t *req, void *ctx);
 
 /* Header lookup, case-insensitive; NULL slice (p == NULL) when absent. */
 gb_str_t gb_http_req_header(const gb_http_req_t *req, const char *name);
-/* Query parameter lookup, percent-decoded into req->arena. Returns false when absent. A
- * parameter given twice yields the first. */
+/* Query parameter lookup, percent-decoded into req->arena ('+' is a space, as browsers' forms
+ * and URLSearchParams encode it). Returns false when absent. A parameter given twice yields
+ * the first. */
 bool gb_http_req_query(gb_http_req_t *req, const char *name, gb_str_t *value);
 /* True once the peer has closed or the connection failed. */
 bool gb_http_req_gone(const gb_http_req_t *req);
 
-/* Extra response headers: "Name: value\r\n" lines, may be NULL. */
+/* Extra response headers: "Name: value\r\n" lines, may be NULL. The body is borrowed (copied if
+ * the socket cannot take it at once). Content-Length is added; HEAD requests and 1xx/204/304
+ * get no body. Once this returns, req belongs to the server again: do not touch it. */
 void gb_http_respond(gb_http_req_t *req, int status, const char *content_type,
                      const char *extra_headers, const void *body, size_t len);
 /* Content-Type application/json. */
@@ -87,15 +92,17 @@ void gb_http_respond_json(gb_http_req_t *req, int status, const gb_buf_t *json);
 /* The contract's error body: {"error": {...}}. */
 void gb_http_respond_error(gb_http_req_t *req, const gb_error_t *err);
 /* Shorthand for gb_error_set + gb_http_respond_error. */
-void gb_http_respond_errorf(gb_http_req_t *req, int status, const char *code, const char *fmt,
-                            ...) GB_PRINTF(4, 5);
+void gb_http_respond_errorf(gb_http_req_t *req, int status, const char *code, const char *fmt, ...)
+    GB_PRINTF(4, 5);
 
 /* ---- streams (server-sent events) ----
  * gb_http_stream_start() sends the status line and headers (no Content-Length; the connection
  * is not reused). Writes are queued; when more than max_queued bytes are waiting for a slow
  * reader, the write fails with GB_EBUSY and the stream is closed. on_close fires once when the
  * stream ends for any reason (client gone, overflow, gb_http_stream_end, server shutdown);
- * after it the request is freed. */
+ * after it the request is freed. on_close always runs from a loop callback of its own, never
+ * inside gb_http_stream_write() or gb_http_stream_end(). A write after the end gives
+ * GB_ECLOSED. */
 typedef void (*gb_http_stream_close_cb)(gb_http_req_t *req, void *ctx);
 void gb_http_stream_start(gb_http_req_t *req, const char *content_type, const char *extra_headers,
                           size_t max_queued, gb_http_stream_close_cb on_close, void *ctx);
@@ -115,22 +122,25 @@ void gb_http_router_foreach(const gb_http_router_t *r,
                             void (*fn)(gb_http_method_t method, const char *pattern, void *arg),
                             void *arg);
 
-/* ---- server ---- */
+/* ---- server ----
+ * A zero limit or timeout takes the default: 16 KiB of head, 1 MiB of body, 10000 connections,
+ * 10 s for a head, 30 s for a body, 60 s idle, 30 s without write progress, backlog 511. */
 typedef struct gb_http_config {
-    const char *listen;          /* "host:port"; port 0 picks a free one */
-    const char *web_dir;         /* static files root, NULL for none */
-    size_t max_header_bytes;     /* request line + headers; over it: 431 */
-    size_t max_body_bytes;       /* over it: 413, checked as bytes arrive */
-    unsigned max_connections;    /* over it: new connections are closed at once */
-    unsigned header_timeout_ms;  /* a request's head must arrive within this */
-    unsigned body_timeout_ms;    /* a request's body must arrive within this */
-    unsigned idle_timeout_ms;    /* keep-alive connection with no request */
-    unsigned write_timeout_ms;   /* a response that cannot be written within this closes */
+    const char *listen;         /* "host:port"; port 0 picks a free one */
+    const char *web_dir;        /* static files root, NULL for none */
+    size_t max_header_bytes;    /* request line + headers; over it: 431 */
+    size_t max_body_bytes;      /* over it: 413, checked as bytes arrive */
+    unsigned max_connections;   /* over it: new connections get a 503 and are closed */
+    unsigned header_timeout_ms; /* a request's head must arrive within this */
+    unsigned body_timeout_ms;   /* a request's body must arrive within this */
+    unsigned idle_timeout_ms;   /* keep-alive connection with no request */
+    unsigned write_timeout_ms;  /* a response write that makes no progress for this long closes */
     int backlog;
 } gb_http_config_t;
 
 /* Binds and listens. The router stays owned by the caller and must outlive the server.
- * Returns 0 or a negative libuv/GB_E* error. */
+ * Returns 0 or a negative libuv/GB_E* error. The process must ignore SIGPIPE
+ * (gb_net_install_strerror() and gb_net_signals_start() do). */
 int gb_http_server_new(uv_loop_t *loop, const gb_http_config_t *cfg, gb_http_router_t *router,
                        gb_http_server_t **out) GB_MUST_CHECK;
 /* The bound port (useful with port 0). */
