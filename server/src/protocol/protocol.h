@@ -1,0 +1,106 @@
+/* protocol: JSON in and out. Decodes and validates the agent protocol (jansson) into domain's
+ * gb_msg_t, writes the REST API's device views straight into a gb_buf_t, writes one message
+ * back as canonical JSON (what the server stores), and saves or restores a whole device state
+ * as a JSON snapshot. No I/O; all-or-nothing: a failed decode leaves no partial result. */
+#ifndef GB_PROTOCOL_H
+#define GB_PROTOCOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "domain/domain.h"
+#include "util/util.h"
+
+#define GB_PROTO_VERSION      1
+#define GB_PROTO_MAX_MESSAGES 500
+/* seq and byte counts stay within what every JSON reader holds exactly (2^53 - 1). */
+#define GB_PROTO_MAX_INT 9007199254740991LL
+
+/* Limits on strings, in bytes of UTF-8. */
+#define GB_PROTO_SERIAL_MAX    64
+#define GB_PROTO_AGENT_MAX     128
+#define GB_PROTO_OS_BUILD_MAX  32
+#define GB_PROTO_HW_STR_MAX    64 /* manufacturer, model */
+#define GB_PROTO_TPM_VER_MAX   16
+#define GB_PROTO_MEDIUM_MAX    32
+#define GB_PROTO_SLOT_MAX      32
+#define GB_PROTO_CHANNEL_MAX   256
+#define GB_PROTO_EVENT_MSG_MAX 65536
+#define GB_PROTO_APP_NAME_MAX  GB_APP_NAME_MAX
+#define GB_PROTO_AT_MAX        64
+#define GB_PROTO_MS_MAX        2147483647LL /* a download sample covers at most ~24 days */
+#define GB_PROTO_LINK_MBPS_MAX 1000000.0
+
+/* A decoded agent request. Everything points into the arena given to the decoder. */
+typedef struct gb_proto_request {
+    const char *serial; /* NUL-terminated */
+    size_t serial_len;
+    gb_msg_t *msgs; /* in request order; msgs[i].index == i */
+    size_t n_msgs;
+} gb_proto_request_t;
+
+/* True when s is a valid serial: 1 to 64 bytes of printable ASCII (0x21-0x7E) other than
+ * / \ ? # % (which would break the device's URL). */
+bool gb_proto_serial_valid(const char *s, size_t len);
+
+/* Decodes and validates a whole agent request body:
+ *   {"protocol": 1, "device": {"serial": "..."}, "messages": [ ...1 to 500 messages... ]}
+ * Unknown fields are ignored; times are normalised to UTC milliseconds. Strings are copied into
+ * arena (so the body may be freed) and stay valid until the arena is reset. Returns 0, or
+ * GB_EINVAL with err set (status 400) and *out untouched:
+ *   malformed_json        the body is not JSON (including strings holding U+0000);
+ *   unsupported_protocol  field "protocol": missing, not an integer, or not 1;
+ *   invalid_request       the body is not an object, or field "device", "device.serial" or
+ *                         "messages" is missing, of the wrong type, or out of bounds;
+ *   invalid_message       err->index is the message's index and err->field its path,
+ *                         e.g. "messages[3].at" or "messages[0].hardware.tpm_version". */
+int gb_proto_decode_request(const char *body, size_t len, gb_arena_t *arena,
+                            gb_proto_request_t *out, gb_error_t *err) GB_MUST_CHECK;
+
+/* Decodes one message object (as stored by the server, or as sent in a request), with the same
+ * rules; errors are invalid_message with a field relative to the message ("at") and index -1,
+ * or malformed_json. out->index is 0. */
+int gb_proto_decode_message(const char *json, size_t len, gb_arena_t *arena, gb_msg_t *out,
+                            gb_error_t *err) GB_MUST_CHECK;
+
+/* Appends msg as canonical JSON: known fields only, "at" in UTC with milliseconds. Decoding the
+ * result gives msg back (index aside). */
+void gb_proto_encode_message(const gb_msg_t *msg, gb_buf_t *out);
+
+/* What the views need besides the state: the clock and the stall timeout. */
+typedef struct gb_proto_view_opts {
+    int64_t now_ms;           /* server time; GB_TIME_NONE: no stall or expiry check */
+    int64_t stall_timeout_ms; /* silence after which a working device is stalled */
+} gb_proto_view_opts_t;
+
+/* Appends the contract's Device object: serial, status, stage, stage_state, attempt, stalled,
+ * group_tag, assigned_user, profile, diagnosis {code, stage, hresult, summary, remedy} | null,
+ * warnings [code], last_seen, durations {device_preparation_s, device_setup_s,
+ * account_setup_s, total_s}, bytes_downloaded, mean_mbps; and in addition: slot, imported,
+ * first_time_right, bytes_by_source {http, lan, cache}, resealed_at, ready_for_user_at,
+ * reseal_expires_at. Unknown values are null. */
+void gb_proto_device_json(const gb_dev_t *dev, const gb_proto_view_opts_t *opts, gb_buf_t *out);
+
+/* Appends the detail form: the Device object plus timeline [{attempt, stage, name, state,
+ * started_at, ended_at, duration_s, hresult}], attempts [{attempt, started_at, ended_at,
+ * outcome, diagnosis}], hardware {manufacturer, model, tpm_version, tpm_attestation,
+ * virtual_machine}, network {medium, link_mbps}, agent, os_build, apps [{name, state, bytes,
+ * hresult}], first_seen, max_seq and messages (count applied). */
+void gb_proto_device_detail_json(const gb_dev_t *dev, const gb_proto_view_opts_t *opts,
+                                 gb_buf_t *out);
+
+/* Appends the agent's reply: {"acked_seq": N, "status": "...", "stage": "..." | null}. */
+void gb_proto_agent_reply_json(const gb_dev_t *dev, gb_buf_t *out);
+
+/* Appends the whole state (identity included) as a compact JSON snapshot, versioned with
+ * "v": 1. Restoring it gives a state equal in every field. */
+void gb_proto_snapshot_encode(const gb_dev_t *dev, gb_buf_t *out);
+
+/* Restores a snapshot into dev, which must not be initialised (or must be disposed): on
+ * success dev is a full state the caller disposes. Returns 0, or GB_EINVAL with err set
+ * (status 500, code "invalid_snapshot", field naming what is wrong) and dev left empty. */
+int gb_proto_snapshot_decode(const char *json, size_t len, gb_dev_t *dev,
+                             gb_error_t *err) GB_MUST_CHECK;
+
+#endif

@@ -1,0 +1,366 @@
+/* views: the REST API's JSON for a device (list form and detail form) and the agent's reply,
+ * appended straight to a gb_buf_t with gb_json_quote: the list endpoint writes a hundred of these
+ * per request, so no JSON tree is built. Times are RFC 3339 UTC with milliseconds, durations are
+ * seconds with up to three decimals, HRESULTs are "0x" and eight upper-case hex digits. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "protocol/protocol.h"
+
+static void key(gb_buf_t *b, const char *k, bool *first)
+{
+    if (!*first) {
+        gb_buf_append(b, ",", 1);
+    }
+    *first = false;
+    gb_json_quote(b, k, strlen(k));
+    gb_buf_append(b, ":", 1);
+}
+
+static void str_or_null(gb_buf_t *b, const char *s)
+{
+    if (s == NULL) {
+        gb_buf_append(b, "null", 4);
+    } else {
+        gb_json_quote(b, s, strlen(s));
+    }
+}
+
+/* An id that is "" for "none" (stage, state) becomes null. */
+static void id_or_null(gb_buf_t *b, const char *s)
+{
+    str_or_null(b, s[0] != '\0' ? s : NULL);
+}
+
+static void time_or_null(gb_buf_t *b, int64_t ms)
+{
+    if (ms == GB_TIME_NONE) {
+        gb_buf_append(b, "null", 4);
+        return;
+    }
+    char t[32];
+    gb_time_format_rfc3339(ms, t);
+    gb_buf_append(b, "\"", 1);
+    gb_buf_append_str(b, t);
+    gb_buf_append(b, "\"", 1);
+}
+
+static void seconds_or_null(gb_buf_t *b, int64_t ms)
+{
+    if (ms < 0) {
+        gb_buf_append(b, "null", 4);
+        return;
+    }
+    long long whole = (long long)(ms / 1000), frac = (long long)(ms % 1000);
+    if (frac == 0) {
+        gb_buf_appendf(b, "%lld", whole);
+    } else if (frac % 100 == 0) {
+        gb_buf_appendf(b, "%lld.%lld", whole, frac / 100);
+    } else if (frac % 10 == 0) {
+        gb_buf_appendf(b, "%lld.%02lld", whole, frac / 10);
+    } else {
+        gb_buf_appendf(b, "%lld.%03lld", whole, frac);
+    }
+}
+
+/* A finite number with up to three decimals, trailing zeros trimmed. */
+static void number(gb_buf_t *b, double x)
+{
+    if (!isfinite(x)) {
+        gb_buf_append(b, "null", 4);
+        return;
+    }
+    char s[64];
+    int n = snprintf(s, sizeof(s), "%.3f", x);
+    if (n <= 0 || (size_t)n >= sizeof(s)) {
+        gb_buf_append(b, "null", 4);
+        return;
+    }
+    while (n > 1 && s[n - 1] == '0') {
+        n--;
+    }
+    if (s[n - 1] == '.') {
+        n--;
+    }
+    if (n == 2 && s[0] == '-' && s[1] == '0') {
+        s[0] = '0';
+        n = 1;
+    }
+    gb_buf_append(b, s, (size_t)n);
+}
+
+static void hresult_or_null(gb_buf_t *b, bool has, uint32_t hr)
+{
+    if (!has) {
+        gb_buf_append(b, "null", 4);
+        return;
+    }
+    char s[11];
+    gb_hresult_format(hr, s);
+    gb_buf_append(b, "\"", 1);
+    gb_buf_append(b, s, 10);
+    gb_buf_append(b, "\"", 1);
+}
+
+static void tri_or_null(gb_buf_t *b, gb_tri_t t)
+{
+    gb_buf_append_str(b, t == GB_TRI_UNSET ? "null" : t == GB_TRI_TRUE ? "true" : "false");
+}
+
+static void diagnosis_json(gb_buf_t *b, const gb_diagnosis_t *d)
+{
+    const gb_diag_info_t *info = d != NULL ? gb_diag_info(d->code) : NULL;
+    if (info == NULL) {
+        gb_buf_append(b, "null", 4);
+        return;
+    }
+    gb_buf_append_str(b, "{\"code\":");
+    gb_json_quote(b, info->id, strlen(info->id));
+    gb_buf_append_str(b, ",\"stage\":");
+    id_or_null(b, gb_stage_id(d->stage));
+    gb_buf_append_str(b, ",\"hresult\":");
+    hresult_or_null(b, d->has_hresult, d->hresult);
+    gb_buf_append_str(b, ",\"summary\":");
+    gb_json_quote(b, info->summary, strlen(info->summary));
+    gb_buf_append_str(b, ",\"remedy\":");
+    gb_json_quote(b, info->remedy, strlen(info->remedy));
+    gb_buf_append(b, "}", 1);
+}
+
+/* The Device object's members, without the braces (the detail form adds its own). */
+static void device_members(const gb_dev_t *dev, const gb_proto_view_opts_t *opts, gb_buf_t *b,
+                           bool *first)
+{
+    int64_t now = opts != NULL ? opts->now_ms : GB_TIME_NONE;
+    int64_t stall = opts != NULL ? opts->stall_timeout_ms : 0;
+
+    key(b, "serial", first);
+    str_or_null(b, dev->serial);
+    key(b, "status", first);
+    str_or_null(b, gb_dev_status_id(dev->status));
+    key(b, "stage", first);
+    id_or_null(b, gb_stage_id(dev->stage));
+    key(b, "stage_state", first);
+    id_or_null(b, gb_run_state_id(dev->stage_state));
+    key(b, "attempt", first);
+    gb_buf_appendf(b, "%u", dev->attempt);
+    key(b, "stalled", first);
+    gb_buf_append_str(b,
+                      now != GB_TIME_NONE && gb_dev_is_stalled(dev, now, stall) ? "true" : "false");
+    key(b, "group_tag", first);
+    str_or_null(b, dev->group_tag);
+    key(b, "assigned_user", first);
+    str_or_null(b, dev->assigned_user);
+    key(b, "profile", first);
+    str_or_null(b, dev->profile);
+    key(b, "slot", first);
+    str_or_null(b, dev->slot);
+    key(b, "imported", first);
+    gb_buf_append_str(b, dev->imported ? "true" : "false");
+    key(b, "diagnosis", first);
+    diagnosis_json(b, gb_dev_diagnosis(dev));
+
+    key(b, "warnings", first);
+    gb_buf_append(b, "[", 1);
+    uint32_t w = gb_dev_warnings(dev, now);
+    bool wfirst = true;
+    for (int i = 0; i < GB_WARN_COUNT; i++) {
+        if (w & GB_WARN_BIT(i)) {
+            if (!wfirst) {
+                gb_buf_append(b, ",", 1);
+            }
+            wfirst = false;
+            const char *id = gb_warn_id((gb_warn_t)i);
+            gb_json_quote(b, id, strlen(id));
+        }
+    }
+    gb_buf_append(b, "]", 1);
+
+    key(b, "last_seen", first);
+    time_or_null(b, dev->last_seen_ms);
+
+    gb_durations_t d;
+    gb_dev_durations(dev, &d);
+    key(b, "durations", first);
+    gb_buf_append_str(b, "{\"device_preparation_s\":");
+    seconds_or_null(b, d.device_preparation_ms);
+    gb_buf_append_str(b, ",\"device_setup_s\":");
+    seconds_or_null(b, d.device_setup_ms);
+    gb_buf_append_str(b, ",\"account_setup_s\":");
+    seconds_or_null(b, d.account_setup_ms);
+    gb_buf_append_str(b, ",\"total_s\":");
+    seconds_or_null(b, d.total_ms);
+    gb_buf_append(b, "}", 1);
+
+    key(b, "bytes_downloaded", first);
+    gb_buf_appendf(b, "%llu", (unsigned long long)dev->bytes_total);
+    key(b, "bytes_by_source", first);
+    gb_buf_appendf(b, "{\"http\":%llu,\"lan\":%llu,\"cache\":%llu}",
+                   (unsigned long long)dev->bytes_http, (unsigned long long)dev->bytes_lan,
+                   (unsigned long long)dev->bytes_cache);
+    key(b, "mean_mbps", first);
+    double mbps;
+    if (gb_dev_mean_mbps(dev, &mbps)) {
+        number(b, mbps);
+    } else {
+        gb_buf_append(b, "null", 4);
+    }
+    key(b, "first_time_right", first);
+    gb_buf_append_str(b, dev->first_time_right ? "true" : "false");
+    key(b, "resealed_at", first);
+    time_or_null(b, dev->resealed_ms);
+    key(b, "ready_for_user_at", first);
+    time_or_null(b, gb_dev_ready_for_user_ms(dev));
+    key(b, "reseal_expires_at", first);
+    time_or_null(b, gb_dev_reseal_expires_ms(dev));
+}
+
+void gb_proto_device_json(const gb_dev_t *dev, const gb_proto_view_opts_t *opts, gb_buf_t *out)
+{
+    bool first = true;
+    gb_buf_append(out, "{", 1);
+    device_members(dev, opts, out, &first);
+    gb_buf_append(out, "}", 1);
+}
+
+static void timeline_json(const gb_dev_t *dev, gb_buf_t *b)
+{
+    gb_buf_append(b, "[", 1);
+    for (uint32_t i = 0; i < dev->n_runs; i++) {
+        const gb_stage_run_t *r = &dev->runs[i];
+        gb_stage_t st = (gb_stage_t)r->stage;
+        if (i > 0) {
+            gb_buf_append(b, ",", 1);
+        }
+        gb_buf_appendf(b, "{\"attempt\":%u,\"stage\":", (unsigned)r->attempt);
+        id_or_null(b, gb_stage_id(st));
+        gb_buf_append_str(b, ",\"name\":");
+        id_or_null(b, gb_stage_name(st));
+        gb_buf_append_str(b, ",\"state\":");
+        id_or_null(b, gb_run_state_id((gb_run_state_t)r->state));
+        gb_buf_append_str(b, ",\"started_at\":");
+        time_or_null(b, r->started_ms);
+        gb_buf_append_str(b, ",\"ended_at\":");
+        time_or_null(b, r->ended_ms);
+        gb_buf_append_str(b, ",\"duration_s\":");
+        int64_t dur = -1;
+        if (r->started_ms != GB_TIME_NONE) {
+            /* A run still going counts up to the latest device time seen. */
+            int64_t end = r->ended_ms != GB_TIME_NONE ? r->ended_ms : dev->last_seen_ms;
+            if (end != GB_TIME_NONE) {
+                dur = end > r->started_ms ? end - r->started_ms : 0;
+            }
+        }
+        seconds_or_null(b, dur);
+        gb_buf_append_str(b, ",\"hresult\":");
+        hresult_or_null(b, r->has_hresult, r->hresult);
+        gb_buf_append(b, "}", 1);
+    }
+    gb_buf_append(b, "]", 1);
+}
+
+static void attempts_json(const gb_dev_t *dev, gb_buf_t *b)
+{
+    gb_buf_append(b, "[", 1);
+    for (uint32_t i = 0; i < dev->n_attempts; i++) {
+        const gb_attempt_t *a = &dev->attempts[i];
+        if (i > 0) {
+            gb_buf_append(b, ",", 1);
+        }
+        gb_buf_appendf(b, "{\"attempt\":%u,\"started_at\":", i + 1);
+        time_or_null(b, a->started_ms);
+        gb_buf_append_str(b, ",\"ended_at\":");
+        time_or_null(b, a->ended_ms);
+        gb_buf_append_str(b, ",\"outcome\":");
+        bool done = a->outcome == GB_DEV_GREEN || a->outcome == GB_DEV_RED;
+        str_or_null(b, done ? gb_dev_status_id(a->outcome) : NULL);
+        gb_buf_append_str(b, ",\"diagnosis\":");
+        diagnosis_json(b, a->outcome == GB_DEV_RED ? &a->diagnosis : NULL);
+        gb_buf_append(b, "}", 1);
+    }
+    gb_buf_append(b, "]", 1);
+}
+
+static void apps_json(const gb_dev_t *dev, gb_buf_t *b)
+{
+    gb_buf_append(b, "[", 1);
+    for (uint32_t i = 0; i < dev->n_apps; i++) {
+        const gb_app_t *a = &dev->apps[i];
+        if (i > 0) {
+            gb_buf_append(b, ",", 1);
+        }
+        gb_buf_append_str(b, "{\"name\":");
+        str_or_null(b, a->name);
+        gb_buf_append_str(b, ",\"state\":");
+        id_or_null(b, gb_app_state_id((gb_app_state_t)a->state));
+        gb_buf_append_str(b, ",\"bytes\":");
+        if (a->has_bytes) {
+            gb_buf_appendf(b, "%llu", (unsigned long long)a->bytes);
+        } else {
+            gb_buf_append(b, "null", 4);
+        }
+        gb_buf_append_str(b, ",\"hresult\":");
+        hresult_or_null(b, a->has_hresult, a->hresult);
+        gb_buf_append(b, "}", 1);
+    }
+    gb_buf_append(b, "]", 1);
+}
+
+void gb_proto_device_detail_json(const gb_dev_t *dev, const gb_proto_view_opts_t *opts,
+                                 gb_buf_t *out)
+{
+    bool first = true;
+    gb_buf_append(out, "{", 1);
+    device_members(dev, opts, out, &first);
+    key(out, "timeline", &first);
+    timeline_json(dev, out);
+    key(out, "attempts", &first);
+    attempts_json(dev, out);
+
+    key(out, "hardware", &first);
+    gb_buf_append_str(out, "{\"manufacturer\":");
+    str_or_null(out, dev->manufacturer);
+    gb_buf_append_str(out, ",\"model\":");
+    str_or_null(out, dev->model);
+    gb_buf_append_str(out, ",\"tpm_version\":");
+    str_or_null(out, dev->tpm_version);
+    gb_buf_append_str(out, ",\"tpm_attestation\":");
+    tri_or_null(out, dev->tpm_attestation);
+    gb_buf_append_str(out, ",\"virtual_machine\":");
+    tri_or_null(out, dev->virtual_machine);
+    gb_buf_append(out, "}", 1);
+
+    key(out, "network", &first);
+    gb_buf_append_str(out, "{\"medium\":");
+    id_or_null(out, gb_medium_id(dev->medium));
+    gb_buf_append_str(out, ",\"link_mbps\":");
+    if (dev->link_mbps >= 0) {
+        number(out, dev->link_mbps);
+    } else {
+        gb_buf_append(out, "null", 4);
+    }
+    gb_buf_append(out, "}", 1);
+
+    key(out, "agent", &first);
+    str_or_null(out, dev->agent);
+    key(out, "os_build", &first);
+    str_or_null(out, dev->os_build);
+    key(out, "apps", &first);
+    apps_json(dev, out);
+    key(out, "first_seen", &first);
+    time_or_null(out, dev->first_seen_ms);
+    key(out, "max_seq", &first);
+    gb_buf_appendf(out, "%llu", (unsigned long long)dev->max_seq);
+    key(out, "messages", &first);
+    gb_buf_appendf(out, "%llu", (unsigned long long)dev->n_applied);
+    gb_buf_append(out, "}", 1);
+}
+
+void gb_proto_agent_reply_json(const gb_dev_t *dev, gb_buf_t *out)
+{
+    gb_buf_appendf(out, "{\"acked_seq\":%llu,\"status\":\"%s\",\"stage\":",
+                   (unsigned long long)dev->max_seq, gb_dev_status_id(dev->status));
+    id_or_null(out, gb_stage_id(dev->stage));
+    gb_buf_append(out, "}", 1);
+}
