@@ -1,9 +1,24 @@
-/* harness: helpers shared by the tests: data files, and (for integration tests) the
- * throwaway database, a real gloveboxd and a small blocking HTTP client. */
+/* harness: helpers shared by the tests: data files, a real gloveboxd and a small blocking HTTP
+ * client. Everything is deliberately simple and blocking: the tests drive the server from the
+ * outside, exactly as agents and browsers do. */
 #include "harness.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 char *gb_th_read_data(const char *relpath, size_t *len)
 {
@@ -23,4 +38,490 @@ char *gb_th_read_data(const char *relpath, size_t *len)
     }
     fclose(f);
     return gb_buf_steal(&b, len);
+}
+
+int gb_th_sh(const char *fmt, ...)
+{
+    gb_buf_t cmd;
+    va_list ap;
+    gb_buf_init(&cmd);
+    va_start(ap, fmt);
+    gb_buf_vappendf(&cmd, fmt, ap);
+    va_end(ap);
+    int rc = system(cmd.data);
+    gb_buf_dispose(&cmd);
+    if (rc == -1 || !WIFEXITED(rc)) {
+        return -1;
+    }
+    return WEXITSTATUS(rc);
+}
+
+char *gb_th_sh_line(const char *fmt, ...)
+{
+    gb_buf_t cmd;
+    va_list ap;
+    char line[4096];
+    gb_buf_init(&cmd);
+    va_start(ap, fmt);
+    gb_buf_vappendf(&cmd, fmt, ap);
+    va_end(ap);
+    FILE *p = popen(cmd.data, "r");
+    gb_buf_dispose(&cmd);
+    if (p == NULL) {
+        return NULL;
+    }
+    char *out = NULL;
+    if (fgets(line, sizeof(line), p) != NULL) {
+        line[strcspn(line, "\r\n")] = '\0';
+        out = gb_xstrdup(line);
+    }
+    if (pclose(p) != 0) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+int gb_th_db_create_in(const char *dir, char *url, size_t n)
+{
+    static unsigned counter;
+    char name[64];
+    snprintf(name, sizeof(name), "t_%d_%u_%lld", (int)getpid(), counter++,
+             (long long)(gb_time_now_ms() % 100000000));
+    char *admin = gb_th_sh_line("'%s' url '%s' postgres", GB_PG_CLUSTER, dir);
+    char *target = gb_th_sh_line("'%s' url '%s' %s", GB_PG_CLUSTER, dir, name);
+    int rc = -1;
+    if (admin != NULL && target != NULL &&
+        gb_th_sh("psql -q -X '%s' -c 'CREATE DATABASE %s' >/dev/null", admin, name) == 0) {
+        snprintf(url, n, "%s", target);
+        rc = 0;
+    }
+    free(admin);
+    free(target);
+    return rc;
+}
+
+int gb_th_db_create(char *url, size_t n)
+{
+    return gb_th_db_create_in(GB_PGDIR, url, n);
+}
+
+void gb_th_sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+char *gb_th_server_log(const gb_th_server_t *s)
+{
+    FILE *f = fopen(s->log_path, "rb");
+    gb_buf_t b;
+    char chunk[4096];
+    size_t n;
+    gb_buf_init(&b);
+    if (f != NULL) {
+        while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+            gb_buf_append(&b, chunk, n);
+        }
+        fclose(f);
+    }
+    return gb_buf_steal(&b, NULL);
+}
+
+/* Servers still running when the test program ends (a failed assertion skips their stop) are
+ * killed, so no test leaves a gloveboxd behind. */
+static pid_t live_pids[64];
+
+static void kill_leftovers(void)
+{
+    for (size_t i = 0; i < GB_ARRAY_LEN(live_pids); i++) {
+        if (live_pids[i] > 0) {
+            kill(live_pids[i], SIGKILL);
+            waitpid(live_pids[i], NULL, 0);
+            live_pids[i] = 0;
+        }
+    }
+}
+
+static void track_pid(pid_t pid, bool add)
+{
+    static bool registered;
+    if (!registered) {
+        atexit(kill_leftovers);
+        registered = true;
+    }
+    for (size_t i = 0; i < GB_ARRAY_LEN(live_pids); i++) {
+        if (add ? live_pids[i] == 0 : live_pids[i] == pid) {
+            live_pids[i] = add ? pid : 0;
+            return;
+        }
+    }
+}
+
+int gb_th_server_start(gb_th_server_t *s, const char *db_url, const char *const *extra)
+{
+    static unsigned counter;
+    const char *argv[64];
+    size_t n = 0;
+
+    memset(s, 0, sizeof(*s));
+    snprintf(s->db_url, sizeof(s->db_url), "%s", db_url);
+    snprintf(s->log_path, sizeof(s->log_path), "/tmp/gloveboxd-test-%d-%u.log", (int)getpid(),
+             counter++);
+    argv[n++] = GB_GLOVEBOXD;
+    argv[n++] = "serve";
+    argv[n++] = "--listen";
+    argv[n++] = "127.0.0.1:0";
+    argv[n++] = "--database-url";
+    argv[n++] = s->db_url;
+    argv[n++] = "--log-level";
+    argv[n++] = "debug";
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && n < 62; i++) {
+        argv[n++] = extra[i];
+    }
+    argv[n] = NULL;
+
+    pid_t pid = fork();
+    if (pid < 0) {
+        return -1;
+    }
+    if (pid == 0) {
+        int fd = open(s->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            close(fd);
+        }
+        execv(GB_GLOVEBOXD, (char *const *)(uintptr_t)argv);
+        _exit(127);
+    }
+    s->pid = pid;
+    track_pid(pid, true);
+    /* Wait for "listening ... port=N" in the log. */
+    for (int i = 0; i < 300; i++) {
+        char *log = gb_th_server_log(s);
+        const char *p = strstr(log, "listening on ");
+        if (p != NULL && (p = strstr(p, "port=")) != NULL) {
+            s->port = atoi(p + 5);
+            free(log);
+            return 0;
+        }
+        free(log);
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            track_pid(pid, false);
+            s->pid = 0;
+            break;
+        }
+        gb_th_sleep_ms(20);
+    }
+    char *log = gb_th_server_log(s);
+    fprintf(stderr, "gloveboxd did not start; its log:\n%s\n", log);
+    free(log);
+    if (s->pid > 0) {
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, NULL, 0);
+        track_pid(s->pid, false);
+        s->pid = 0;
+    }
+    return -1;
+}
+
+bool gb_th_server_alive(gb_th_server_t *s)
+{
+    int status;
+    if (s->pid <= 0) {
+        return false;
+    }
+    return waitpid(s->pid, &status, WNOHANG) == 0;
+}
+
+int gb_th_server_stop(gb_th_server_t *s, int sig, unsigned timeout_ms)
+{
+    int status;
+    if (s->pid <= 0) {
+        return -1;
+    }
+    kill(s->pid, sig);
+    for (unsigned waited = 0; waited <= timeout_ms; waited += 10) {
+        pid_t r = waitpid(s->pid, &status, WNOHANG);
+        if (r == s->pid) {
+            track_pid(s->pid, false);
+            s->pid = 0;
+            if (WIFEXITED(status)) {
+                return WEXITSTATUS(status);
+            }
+            return 128 + WTERMSIG(status);
+        }
+        gb_th_sleep_ms(10);
+    }
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, &status, 0);
+    track_pid(s->pid, false);
+    s->pid = 0;
+    return -1;
+}
+
+char *gb_th_token_create(const char *db_url, const char *role, const char *name)
+{
+    return gb_th_sh_line("'%s' token create --role '%s' --name '%s' --database-url '%s' "
+                         "--log-level error",
+                         GB_GLOVEBOXD, role, name, db_url);
+}
+
+/* ---- HTTP client ---- */
+
+void gb_th_resp_free(gb_th_resp_t *r)
+{
+    free(r->head);
+    free(r->body);
+    memset(r, 0, sizeof(*r));
+}
+
+char *gb_th_resp_header(const gb_th_resp_t *r, const char *name)
+{
+    size_t n = strlen(name);
+    const char *p = r->head;
+    while (p != NULL && (p = strstr(p, "\r\n")) != NULL) {
+        p += 2;
+        if (strncasecmp(p, name, n) == 0 && p[n] == ':') {
+            const char *v = p + n + 1;
+            while (*v == ' ') {
+                v++;
+            }
+            const char *e = strstr(v, "\r\n");
+            return gb_xstrndup(v, e != NULL ? (size_t)(e - v) : strlen(v));
+        }
+    }
+    return NULL;
+}
+
+int gb_th_conn_open(gb_th_conn_t *c, int port)
+{
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    gb_buf_init(&c->in);
+    c->head_request = false;
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (c->fd < 0) {
+        return -1;
+    }
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        close(c->fd);
+        c->fd = -1;
+        return -1;
+    }
+    return 0;
+}
+
+void gb_th_conn_close(gb_th_conn_t *c)
+{
+    if (c->fd >= 0) {
+        close(c->fd);
+    }
+    c->fd = -1;
+    gb_buf_dispose(&c->in);
+}
+
+int gb_th_conn_send(gb_th_conn_t *c, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Reads more bytes into c->in; returns bytes read, 0 on close, -1 on timeout or error. */
+static ssize_t fill(gb_th_conn_t *c, int64_t deadline)
+{
+    char chunk[16384];
+    int64_t left = deadline - gb_time_mono_ms();
+    if (left <= 0) {
+        return -1;
+    }
+    struct pollfd pfd = {c->fd, POLLIN, 0};
+    int pr = poll(&pfd, 1, (int)left);
+    if (pr <= 0) {
+        return -1;
+    }
+    ssize_t n = recv(c->fd, chunk, sizeof(chunk), 0);
+    if (n < 0) {
+        return errno == ECONNRESET ? 0 : -1;
+    }
+    gb_buf_append(&c->in, chunk, (size_t)n);
+    return n;
+}
+
+static const char *find_crlf(const gb_buf_t *b)
+{
+    for (size_t i = 0; i + 1 < b->len; i++) {
+        if (b->data[i] == '\r' && b->data[i + 1] == '\n') {
+            return b->data + i;
+        }
+    }
+    return NULL;
+}
+
+static const char *find_head_end(const gb_buf_t *b)
+{
+    if (b->len < 4) {
+        return NULL;
+    }
+    for (size_t i = 0; i + 3 < b->len; i++) {
+        if (memcmp(b->data + i, "\r\n\r\n", 4) == 0) {
+            return b->data + i;
+        }
+    }
+    return NULL;
+}
+
+void gb_th_conn_read(gb_th_conn_t *c, gb_th_resp_t *r, unsigned timeout_ms)
+{
+    int64_t deadline = gb_time_mono_ms() + timeout_ms;
+    const char *end;
+    bool eof = false;
+
+    memset(r, 0, sizeof(*r));
+    while ((end = find_head_end(&c->in)) == NULL) {
+        ssize_t n = fill(c, deadline);
+        if (n <= 0) {
+            r->closed = n == 0;
+            return;
+        }
+    }
+    size_t head_len = (size_t)(end - c->in.data) + 4;
+    r->head = gb_xstrndup(c->in.data, head_len - 4);
+    gb_buf_consume(&c->in, head_len);
+    if (sscanf(r->head, "HTTP/1.%*d %d", &r->status) != 1) {
+        r->status = 0;
+        return;
+    }
+    char *te = gb_th_resp_header(r, "Transfer-Encoding");
+    char *cl = gb_th_resp_header(r, "Content-Length");
+    char *conn = gb_th_resp_header(r, "Connection");
+    bool chunked = te != NULL && strcasecmp(te, "chunked") == 0;
+    bool no_body = c->head_request || r->status == 304 || r->status == 204 ||
+                   (r->status >= 100 && r->status < 200);
+    r->closed = conn != NULL && strcasecmp(conn, "close") == 0;
+    gb_buf_t body;
+    gb_buf_init(&body);
+    if (no_body) {
+        /* nothing */
+    } else if (chunked) {
+        for (;;) {
+            const char *crlf;
+            while ((crlf = find_crlf(&c->in)) == NULL) {
+                if (fill(c, deadline) <= 0) {
+                    r->status = 0;
+                    goto out;
+                }
+            }
+            size_t size = strtoul(c->in.data, NULL, 16);
+            size_t line = (size_t)(crlf - c->in.data) + 2;
+            while (c->in.len < line + size + 2) {
+                if (fill(c, deadline) <= 0) {
+                    r->status = 0;
+                    goto out;
+                }
+            }
+            gb_buf_append(&body, c->in.data + line, size);
+            gb_buf_consume(&c->in, line + size + 2);
+            if (size == 0) {
+                break;
+            }
+        }
+    } else if (cl != NULL) {
+        size_t want = strtoul(cl, NULL, 10);
+        while (c->in.len < want) {
+            if (fill(c, deadline) <= 0) {
+                r->status = 0;
+                goto out;
+            }
+        }
+        gb_buf_append(&body, c->in.data, want);
+        gb_buf_consume(&c->in, want);
+    } else {
+        while (!eof) {
+            ssize_t n = fill(c, deadline);
+            eof = n <= 0;
+        }
+        gb_buf_append(&body, c->in.data ? c->in.data : "", c->in.len);
+        gb_buf_reset(&c->in);
+        r->closed = true;
+    }
+out:
+    r->body = gb_buf_steal(&body, &r->body_len);
+    free(te);
+    free(cl);
+    free(conn);
+}
+
+bool gb_th_conn_wait_closed(gb_th_conn_t *c, unsigned timeout_ms)
+{
+    int64_t deadline = gb_time_mono_ms() + timeout_ms;
+    for (;;) {
+        ssize_t n = fill(c, deadline);
+        if (n == 0) {
+            return true;
+        }
+        if (n < 0) {
+            return false;
+        }
+    }
+}
+
+void gb_th_request(int port, const char *method, const char *path, const char *headers,
+                   const char *body, size_t body_len, gb_th_resp_t *r)
+{
+    gb_th_conn_t c;
+    gb_buf_t req;
+    memset(r, 0, sizeof(*r));
+    if (gb_th_conn_open(&c, port) < 0) {
+        return;
+    }
+    c.head_request = strcmp(method, "HEAD") == 0;
+    gb_buf_init(&req);
+    gb_buf_appendf(&req, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s", method,
+                   path, headers != NULL ? headers : "");
+    if (body != NULL) {
+        gb_buf_appendf(&req, "Content-Length: %zu\r\n", body_len);
+    }
+    gb_buf_append_str(&req, "\r\n");
+    if (body != NULL) {
+        gb_buf_append(&req, body, body_len);
+    }
+    if (gb_th_conn_send(&c, req.data, req.len) == 0) {
+        gb_th_conn_read(&c, r, 10000);
+    }
+    gb_buf_dispose(&req);
+    gb_th_conn_close(&c);
+}
+
+void gb_th_request_auth(int port, const char *method, const char *path, const char *token,
+                        const char *json_body, gb_th_resp_t *r)
+{
+    gb_buf_t h;
+    gb_buf_init(&h);
+    if (token != NULL) {
+        gb_buf_appendf(&h, "Authorization: Bearer %s\r\n", token);
+    }
+    if (json_body != NULL) {
+        gb_buf_append_str(&h, "Content-Type: application/json\r\n");
+    }
+    gb_th_request(port, method, path, h.data, json_body, json_body != NULL ? strlen(json_body) : 0,
+                  r);
+    gb_buf_dispose(&h);
 }

@@ -1,10 +1,87 @@
-/* harness: helpers shared by the integration tests (see harness.c). */
+/* harness: helpers shared by the tests: data files, a real gloveboxd started on an ephemeral
+ * loopback port against a throwaway database, and a small blocking HTTP client that can send
+ * raw bytes (for pipelining, slow clients and hostile input). */
 #ifndef GB_TEST_HARNESS_H
 #define GB_TEST_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
 
 #include "util/util.h"
 
 /* Reads a whole file under tests/data/ into a NUL-terminated heap string; NULL if missing. */
 char *gb_th_read_data(const char *relpath, size_t *len);
+
+void gb_th_sleep_ms(unsigned ms);
+
+/* Runs a shell command; returns its exit status (or -1). Output goes to the test's stderr. */
+int gb_th_sh(const char *fmt, ...) GB_PRINTF(1, 2);
+/* Runs a command and returns its first line of stdout (heap, no newline), NULL on failure. */
+char *gb_th_sh_line(const char *fmt, ...) GB_PRINTF(1, 2);
+
+/* Creates a new, empty database in the shared test cluster (started by the ctest fixture) and
+ * writes its libpq URL into url. Returns 0 or -1. */
+int gb_th_db_create(char *url, size_t n);
+/* Same in the cluster kept in dir (see scripts/lib/pg-cluster). */
+int gb_th_db_create_in(const char *dir, char *url, size_t n);
+
+/* ---- a real gloveboxd ---- */
+typedef struct gb_th_server {
+    pid_t pid;
+    int port;
+    char db_url[512];
+    char log_path[256];
+} gb_th_server_t;
+
+/* Starts `gloveboxd serve --listen 127.0.0.1:0 --database-url URL [extra args...]` (extra is a
+ * NULL-terminated list, may be NULL) and waits until it listens. Returns 0 or -1 (the log is
+ * printed to stderr then). */
+int gb_th_server_start(gb_th_server_t *s, const char *db_url, const char *const *extra);
+/* Sends sig and waits up to timeout_ms; returns the exit status, 128+signal if killed by one,
+ * or -1 when it did not exit in time (it is then SIGKILLed). */
+int gb_th_server_stop(gb_th_server_t *s, int sig, unsigned timeout_ms);
+/* True while the process runs. */
+bool gb_th_server_alive(gb_th_server_t *s);
+/* The server's log so far (heap). */
+char *gb_th_server_log(const gb_th_server_t *s);
+/* Runs `gloveboxd token create --role R --name N` against the URL; returns the token (heap). */
+char *gb_th_token_create(const char *db_url, const char *role, const char *name);
+
+/* ---- HTTP client ---- */
+typedef struct gb_th_resp {
+    int status; /* 0 when no complete response arrived */
+    char *head; /* status line and headers, NUL-terminated */
+    char *body; /* NUL-terminated */
+    size_t body_len;
+    bool closed; /* the server closed the connection after this response */
+} gb_th_resp_t;
+
+void gb_th_resp_free(gb_th_resp_t *r);
+/* The value of a response header (heap), NULL when absent. */
+char *gb_th_resp_header(const gb_th_resp_t *r, const char *name);
+
+typedef struct gb_th_conn {
+    int fd;
+    gb_buf_t in;       /* bytes received but not yet consumed */
+    bool head_request; /* the next response answers a HEAD: it has no body */
+} gb_th_conn_t;
+
+/* Connects to 127.0.0.1:port; -1 on failure. */
+int gb_th_conn_open(gb_th_conn_t *c, int port);
+void gb_th_conn_close(gb_th_conn_t *c);
+/* Sends all bytes; -1 when the peer has closed. */
+int gb_th_conn_send(gb_th_conn_t *c, const void *data, size_t len);
+/* Reads one response (Content-Length, chunked, or until close). status 0 on timeout/close. */
+void gb_th_conn_read(gb_th_conn_t *c, gb_th_resp_t *r, unsigned timeout_ms);
+/* True when the server closes the connection within timeout_ms (reading and discarding). */
+bool gb_th_conn_wait_closed(gb_th_conn_t *c, unsigned timeout_ms);
+
+/* One request on a new connection. headers: extra "Name: value\r\n" lines or NULL. */
+void gb_th_request(int port, const char *method, const char *path, const char *headers,
+                   const char *body, size_t body_len, gb_th_resp_t *r);
+/* Same with "Authorization: Bearer token" and a JSON body. */
+void gb_th_request_auth(int port, const char *method, const char *path, const char *token,
+                        const char *json_body, gb_th_resp_t *r);
 
 #endif

@@ -1,10 +1,10 @@
 /* alloc: allocation that aborts on out-of-memory (as h2o, Redis and kore do), plus the
  * assertion and error-string helpers. Nothing here returns NULL to its caller. */
-#include "util.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util.h"
 
 static const char *(*strerror_fallback)(int err);
 

@@ -1,10 +1,10 @@
 /* arena: bump allocation in chunks, released in one step (h2o's per-request pool).
  * Large requests get a chunk of their own so a big body never wastes a standard chunk. */
-#include "util.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util.h"
 
 #define ARENA_CHUNK 4096
 #define ARENA_ALIGN 16

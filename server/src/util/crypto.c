@@ -1,11 +1,11 @@
 /* crypto: SHA-256 and constant-time comparison from libcrypto, randomness from the OS
  * (getrandom(2)). Token secrets and audit hashes use these; nothing here is hand-rolled. */
-#include "util.h"
-
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <sys/random.h>
+
+#include "util.h"
 
 void gb_sha256(const void *data, size_t len, uint8_t out[GB_SHA256_LEN])
 {

@@ -1,9 +1,9 @@
 /* error: client-visible errors and their JSON form, the contract's
  * {"error": {"code", "message", "index"?, "field"?}}. */
-#include "util.h"
-
 #include <stdio.h>
 #include <string.h>
+
+#include "util.h"
 
 void gb_error_clear(gb_error_t *e)
 {
@@ -11,8 +11,8 @@ void gb_error_clear(gb_error_t *e)
     e->index = -1;
 }
 
-void gb_error_set(gb_error_t *e, int status, const char *code, const char *field,
-                  const char *fmt, ...)
+void gb_error_set(gb_error_t *e, int status, const char *code, const char *field, const char *fmt,
+                  ...)
 {
     va_list ap;
 

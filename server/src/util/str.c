@@ -1,11 +1,11 @@
 /* str: borrowed slices (gb_str_t) and the owned growable buffer (gb_buf_t).
  * A gb_buf_t's data is always NUL-terminated once anything was appended. */
-#include "util.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "util.h"
 
 gb_str_t gb_str_from_cstr(const char *s)
 {

@@ -1,9 +1,9 @@
 /* time: wall and monotonic clocks, and RFC 3339 parsing/formatting in UTC milliseconds.
  * Parsing is strict (RFC 3339 section 5.6) and uses no locale or TZ environment. */
-#include "util.h"
-
 #include <stdio.h>
 #include <time.h>
+
+#include "util.h"
 
 int64_t gb_time_now_ms(void)
 {

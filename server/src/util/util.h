@@ -10,31 +10,31 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GB_UNUSED(x)     ((void)(x))
-#define GB_MUST_CHECK    __attribute__((warn_unused_result))
-#define GB_PRINTF(f, a)  __attribute__((format(printf, f, a)))
-#define GB_ARRAY_LEN(a)  (sizeof(a) / sizeof((a)[0]))
-#define gb_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define GB_UNUSED(x)                       ((void)(x))
+#define GB_MUST_CHECK                      __attribute__((warn_unused_result))
+#define GB_PRINTF(f, a)                    __attribute__((format(printf, f, a)))
+#define GB_ARRAY_LEN(a)                    (sizeof(a) / sizeof((a)[0]))
+#define gb_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* Invariants only, never compiled out; bad input never asserts. */
-#define GB_ASSERT(expr)                                                                            \
-    do {                                                                                           \
-        if (!(expr)) {                                                                             \
-            gb__assert_fail(#expr, __FILE__, __LINE__);                                            \
-        }                                                                                          \
+#define GB_ASSERT(expr)                                 \
+    do {                                                \
+        if (!(expr)) {                                  \
+            gb__assert_fail(#expr, __FILE__, __LINE__); \
+        }                                               \
     } while (0)
 _Noreturn void gb__assert_fail(const char *expr, const char *file, int line);
 
 /* Our own error codes, below libuv's range. gb_strerror() falls back to uv_strerror() through
  * a hook the net layer installs, so util itself needs no libuv. */
 enum {
-    GB_EBUSY = -20001,    /* a queue is full */
-    GB_EDBDOWN = -20002,  /* the database is unreachable */
-    GB_EINVAL = -20003,   /* invalid argument or input */
+    GB_EBUSY = -20001,   /* a queue is full */
+    GB_EDBDOWN = -20002, /* the database is unreachable */
+    GB_EINVAL = -20003,  /* invalid argument or input */
     GB_ENOTFOUND = -20004,
-    GB_ECLOSED = -20005,  /* the object is shutting down */
+    GB_ECLOSED = -20005, /* the object is shutting down */
     GB_ETIMEOUT = -20006,
-    GB_EDB = -20007,      /* the database answered with an error */
+    GB_EDB = -20007, /* the database answered with an error */
 };
 const char *gb_strerror(int err);
 void gb_strerror_set_fallback(const char *(*fallback)(int err));
@@ -122,16 +122,16 @@ void gb_log_quote(gb_buf_t *b, const char *s, size_t n);
 
 /* ---- client-visible errors: map onto {"error": {code, message, field, index}} ---- */
 typedef struct gb_error {
-    int status;        /* HTTP status; 0 when no error is set */
-    char code[48];     /* snake_case */
-    char field[96];    /* "" when none */
-    long index;        /* batch element, -1 when none */
+    int status;     /* HTTP status; 0 when no error is set */
+    char code[48];  /* snake_case */
+    char field[96]; /* "" when none */
+    long index;     /* batch element, -1 when none */
     char message[256];
 } gb_error_t;
 
 void gb_error_clear(gb_error_t *e);
-void gb_error_set(gb_error_t *e, int status, const char *code, const char *field,
-                  const char *fmt, ...) GB_PRINTF(5, 6);
+void gb_error_set(gb_error_t *e, int status, const char *code, const char *field, const char *fmt,
+                  ...) GB_PRINTF(5, 6);
 bool gb_error_is_set(const gb_error_t *e);
 /* Writes the error as the contract's JSON body (no trailing newline). */
 void gb_error_to_json(const gb_error_t *e, gb_buf_t *out);

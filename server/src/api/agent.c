@@ -1,0 +1,496 @@
+/* agent: POST /api/v1/agent/messages, the hot path. A request is decoded and validated whole
+ * (nothing is stored on any error), then joins the ingest batcher. When a transaction forms,
+ * each request's messages are applied, in seq order, to a working copy of its device's state;
+ * the transaction stores the new messages, the devices' rows and their changed stage runs.
+ * Only after COMMIT are the working copies published and the requests answered 200; on any
+ * failure they are dropped and every request of the batch gets 503, so nothing is
+ * acknowledged that is not durably stored, and retries (same seqs) change nothing.
+ *
+ * Messages below a device's highest seq that are not certain duplicates (gaps being filled)
+ * are stored but cannot be applied in order: such a device is flagged needs_rebuild in the same
+ * transaction and rebuilt from its stored events right after; requests that arrive for it
+ * meanwhile get 503 and are retried by their agents. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/internal.h"
+#include "protocol/protocol.h"
+
+typedef struct ingest_req {
+    gb_pg_batch_item_t item;
+    gb_http_req_t *req;
+    gb_proto_request_t pr;
+    gb_fleet_dev_t *fdev; /* set when the batch forms */
+    bool refused;         /* answered 503 at batch time (device being rebuilt) */
+} ingest_req_t;
+
+/* A device rebuild from its stored events: load them, rebuild a copy, save it, publish it. */
+typedef struct rebuild_op {
+    gb_pg_query_t query;
+    gb_api_t *api;
+    gb_fleet_dev_t *fdev;
+    bool saving; /* false: loading events; true: saving the rebuilt state */
+    gb_dev_t dev;
+    gb_arena_t arena; /* the save's parameters */
+} rebuild_op_t;
+
+static const char SQL_UPSERT_DEVICES[] =
+    "INSERT INTO devices (serial, status, stage, attempt, diagnosis, max_seq, last_seen, state, "
+    "needs_rebuild, updated_at) "
+    "SELECT s, st, sg, a, dg, m, ls, j, nr, now() FROM unnest($1::text[], $2::text[], $3::text[], "
+    "$4::int[], $5::text[], $6::bigint[], $7::timestamptz[], $8::jsonb[], $9::bool[]) "
+    "AS u(s, st, sg, a, dg, m, ls, j, nr) "
+    "ON CONFLICT (serial) DO UPDATE SET status = EXCLUDED.status, stage = EXCLUDED.stage, "
+    "attempt = EXCLUDED.attempt, diagnosis = EXCLUDED.diagnosis, max_seq = EXCLUDED.max_seq, "
+    "last_seen = EXCLUDED.last_seen, state = EXCLUDED.state, "
+    "needs_rebuild = devices.needs_rebuild OR EXCLUDED.needs_rebuild, updated_at = now()";
+
+static const char SQL_INSERT_EVENTS[] =
+    "INSERT INTO events (serial, seq, type, at, body) "
+    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[], $5::jsonb[]) "
+    "ON CONFLICT (serial, seq) DO NOTHING";
+
+static const char SQL_UPSERT_RUNS[] =
+    "INSERT INTO stage_runs (serial, idx, attempt, stage, state, started_at, ended_at, hresult) "
+    "SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::text[], $5::text[], "
+    "$6::timestamptz[], $7::timestamptz[], $8::text[]) "
+    "ON CONFLICT (serial, idx) DO UPDATE SET attempt = EXCLUDED.attempt, stage = EXCLUDED.stage, "
+    "state = EXCLUDED.state, started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at, "
+    "hresult = EXCLUDED.hresult";
+
+static const char SQL_DELETE_RUNS_FROM[] =
+    "DELETE FROM stage_runs r USING unnest($1::text[], $2::int[]) AS u(s, n) "
+    "WHERE r.serial = u.s AND r.idx >= u.n";
+
+/* ---- row builders shared by ingest and rebuild ---- */
+
+enum {
+    D_SERIAL,
+    D_STATUS,
+    D_STAGE,
+    D_ATTEMPT,
+    D_DIAG,
+    D_MAXSEQ,
+    D_LASTSEEN,
+    D_STATE,
+    D_REBUILD,
+    D_COUNT
+};
+enum { E_SERIAL, E_SEQ, E_TYPE, E_AT, E_BODY, E_COUNT };
+enum { R_SERIAL, R_IDX, R_ATTEMPT, R_STAGE, R_STATE, R_START, R_END, R_HRESULT, R_COUNT };
+
+typedef struct batch_rows {
+    gb_pg_array_t dev[D_COUNT];
+    gb_pg_array_t ev[E_COUNT];
+    gb_pg_array_t run[R_COUNT];
+    gb_buf_t scratch;
+} batch_rows_t;
+
+static void rows_init(batch_rows_t *r)
+{
+    for (size_t i = 0; i < D_COUNT; i++) {
+        gb_pg_array_init(&r->dev[i]);
+    }
+    for (size_t i = 0; i < E_COUNT; i++) {
+        gb_pg_array_init(&r->ev[i]);
+    }
+    for (size_t i = 0; i < R_COUNT; i++) {
+        gb_pg_array_init(&r->run[i]);
+    }
+    gb_buf_init(&r->scratch);
+}
+
+static void rows_dispose(batch_rows_t *r)
+{
+    for (size_t i = 0; i < D_COUNT; i++) {
+        gb_pg_array_dispose(&r->dev[i]);
+    }
+    for (size_t i = 0; i < E_COUNT; i++) {
+        gb_pg_array_dispose(&r->ev[i]);
+    }
+    for (size_t i = 0; i < R_COUNT; i++) {
+        gb_pg_array_dispose(&r->run[i]);
+    }
+    gb_buf_dispose(&r->scratch);
+}
+
+static void add_device_row(batch_rows_t *r, const gb_dev_t *d, bool needs_rebuild)
+{
+    const gb_diagnosis_t *diag = gb_dev_diagnosis(d);
+    gb_pg_array_cstr(&r->dev[D_SERIAL], d->serial);
+    gb_pg_array_cstr(&r->dev[D_STATUS], gb_dev_status_id(d->status));
+    if (d->stage != GB_STAGE_NONE) {
+        gb_pg_array_cstr(&r->dev[D_STAGE], gb_stage_id(d->stage));
+    } else {
+        gb_pg_array_null(&r->dev[D_STAGE]);
+    }
+    gb_pg_array_i64(&r->dev[D_ATTEMPT], d->attempt);
+    if (diag != NULL) {
+        gb_pg_array_cstr(&r->dev[D_DIAG], gb_diag_id(diag->code));
+    } else {
+        gb_pg_array_null(&r->dev[D_DIAG]);
+    }
+    gb_pg_array_i64(&r->dev[D_MAXSEQ], (int64_t)d->max_seq);
+    gb_pg_array_time_ms(&r->dev[D_LASTSEEN], d->last_seen_ms);
+    gb_buf_reset(&r->scratch);
+    gb_proto_snapshot_encode(d, &r->scratch);
+    gb_pg_array_text(&r->dev[D_STATE], r->scratch.data, r->scratch.len);
+    gb_pg_array_cstr(&r->dev[D_REBUILD], needs_rebuild ? "t" : "f");
+}
+
+static void add_event_row(batch_rows_t *r, const char *serial, const gb_msg_t *m)
+{
+    gb_pg_array_cstr(&r->ev[E_SERIAL], serial);
+    gb_pg_array_i64(&r->ev[E_SEQ], (int64_t)m->seq);
+    gb_pg_array_cstr(&r->ev[E_TYPE], gb_msg_type_id(m->type));
+    gb_pg_array_time_ms(&r->ev[E_AT], m->at_ms);
+    gb_buf_reset(&r->scratch);
+    gb_proto_encode_message(m, &r->scratch);
+    gb_pg_array_text(&r->ev[E_BODY], r->scratch.data, r->scratch.len);
+}
+
+/* Adds the runs of d from index from on. */
+static void add_run_rows(batch_rows_t *r, const gb_dev_t *d, uint32_t from)
+{
+    char hr[11];
+    for (uint32_t i = from; i < d->n_runs; i++) {
+        const gb_stage_run_t *run = &d->runs[i];
+        gb_pg_array_cstr(&r->run[R_SERIAL], d->serial);
+        gb_pg_array_i64(&r->run[R_IDX], i);
+        gb_pg_array_i64(&r->run[R_ATTEMPT], run->attempt);
+        gb_pg_array_cstr(&r->run[R_STAGE], gb_stage_id((gb_stage_t)run->stage));
+        gb_pg_array_cstr(&r->run[R_STATE], gb_run_state_id((gb_run_state_t)run->state));
+        gb_pg_array_time_ms(&r->run[R_START], run->started_ms);
+        gb_pg_array_time_ms(&r->run[R_END], run->ended_ms);
+        if (run->has_hresult) {
+            gb_hresult_format(run->hresult, hr);
+            gb_pg_array_cstr(&r->run[R_HRESULT], hr);
+        } else {
+            gb_pg_array_null(&r->run[R_HRESULT]);
+        }
+    }
+}
+
+/* The first run of after that differs from before (or is new). */
+static uint32_t first_changed_run(const gb_dev_t *before, const gb_dev_t *after)
+{
+    uint32_t i = 0;
+    while (i < before->n_runs && i < after->n_runs &&
+           memcmp(&before->runs[i], &after->runs[i], sizeof(gb_stage_run_t)) == 0) {
+        i++;
+    }
+    return i;
+}
+
+/* Copies the finished arrays into arena-owned parameter vectors of q's statements. */
+static const char **params_from(gb_arena_t *arena, gb_pg_array_t *arrays, size_t n)
+{
+    const char **p = gb_arena_alloc(arena, n * sizeof(*p));
+    for (size_t i = 0; i < n; i++) {
+        const char *lit = gb_pg_array_finish(&arrays[i]);
+        p[i] = gb_arena_strndup(arena, lit, arrays[i].buf.len);
+    }
+    return p;
+}
+
+/* ---- the batch ---- */
+
+static bool on_batch_build(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, gb_pg_query_t *q,
+                           gb_arena_t *arena, void *arg)
+{
+    gb_api_t *api = arg;
+    batch_rows_t rows;
+    gb_apply_ctx_t ctx = {
+        .esp_timeout_min = 0, .hybrid_join = false, .received_ms = gb_time_now_ms()};
+    size_t n_devices = 0;
+
+    rows_init(&rows);
+    for (gb_pg_batch_item_t *it = items; it != NULL; it = it->next) {
+        ingest_req_t *ir = gb_container_of(it, ingest_req_t, item);
+        gb_fleet_dev_t *fd = gb_fleet_find(&api->fleet, ir->pr.serial, ir->pr.serial_len);
+        if (fd == NULL) {
+            fd = gb_fleet_add(&api->fleet, ir->pr.serial, ir->pr.serial_len);
+            gb_dev_set_imported(&fd->dev, false);
+        }
+        if (fd->rebuilding) {
+            ir->refused = true;
+            continue;
+        }
+        ir->fdev = fd;
+        if (!fd->has_work) {
+            gb_dev_copy(&fd->work, &fd->dev);
+            fd->has_work = true;
+            fd->gap = false;
+            n_devices++;
+        }
+        size_t n = ir->pr.n_msgs;
+        if (gb_msg_batch_prepare(&fd->work, ir->pr.msgs, &n)) {
+            fd->gap = true;
+        }
+        ctx.hybrid_join = fd->work.profile_hybrid;
+        gb_dev_set_last_arrival(&fd->work, ctx.received_ms);
+        (void)gb_dev_apply_batch(&fd->work, &ctx, ir->pr.msgs, n);
+        for (size_t i = 0; i < n; i++) {
+            add_event_row(&rows, fd->work.serial, &ir->pr.msgs[i]);
+        }
+    }
+    /* One row per device of the batch, written once with its final working state. */
+    for (gb_pg_batch_item_t *it = items; it != NULL; it = it->next) {
+        ingest_req_t *ir = gb_container_of(it, ingest_req_t, item);
+        gb_fleet_dev_t *fd = ir->fdev;
+        if (fd == NULL || fd->row_added) {
+            continue;
+        }
+        fd->row_added = true;
+        add_device_row(&rows, &fd->work, fd->gap);
+        add_run_rows(&rows, &fd->work, first_changed_run(&fd->dev, &fd->work));
+    }
+    for (gb_pg_batch_item_t *it = items; it != NULL; it = it->next) {
+        ingest_req_t *ir = gb_container_of(it, ingest_req_t, item);
+        if (ir->fdev != NULL) {
+            ir->fdev->row_added = false;
+        }
+    }
+    if (n_devices == 0) {
+        rows_dispose(&rows);
+        return false;
+    }
+    const char **dp = params_from(arena, rows.dev, D_COUNT);
+    const char **ep = params_from(arena, rows.ev, E_COUNT);
+    const char **rp = params_from(arena, rows.run, R_COUNT);
+    bool any_events = rows.ev[E_SERIAL].n > 0;
+    bool any_runs = rows.run[R_SERIAL].n > 0;
+    rows_dispose(&rows);
+
+    gb_pg_query_init(q, "BEGIN", 0, NULL, q->cb);
+    gb_pg_query_add(q, SQL_UPSERT_DEVICES, D_COUNT, dp);
+    if (any_events) {
+        gb_pg_query_add(q, SQL_INSERT_EVENTS, E_COUNT, ep);
+    }
+    if (any_runs) {
+        gb_pg_query_add(q, SQL_UPSERT_RUNS, R_COUNT, rp);
+    }
+    gb_pg_query_add(q, "COMMIT", 0, NULL);
+    api->ingest_devices_total += n_devices;
+    return true;
+}
+
+static void reply_ok(gb_http_req_t *req, const gb_dev_t *dev)
+{
+    gb_buf_t out;
+    gb_buf_init(&out);
+    gb_proto_agent_reply_json(dev, &out);
+    gb_http_respond_json(req, 200, &out);
+    gb_buf_dispose(&out);
+}
+
+static void start_rebuild(gb_api_t *api, gb_fleet_dev_t *fd);
+
+static void on_batch_done(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, int err,
+                          PGresult *const *results, size_t nresults, void *arg)
+{
+    gb_api_t *api = arg;
+    gb_pg_batch_item_t *next;
+
+    /* First settle every device: publish its working copy after COMMIT, else drop it. */
+    for (gb_pg_batch_item_t *it = items; it != NULL; it = it->next) {
+        ingest_req_t *ir = gb_container_of(it, ingest_req_t, item);
+        gb_fleet_dev_t *fd = ir->fdev;
+        if (fd == NULL || !fd->has_work) {
+            continue;
+        }
+        fd->has_work = false;
+        if (err == 0) {
+            gb_dev_dispose(&fd->dev);
+            fd->dev = fd->work; /* plain move: the state holds no pointer to itself */
+            fd->in_db = true;
+            if (fd->gap) {
+                fd->gap = false;
+                start_rebuild(api, fd);
+            }
+        } else {
+            gb_dev_dispose(&fd->work);
+            fd->gap = false;
+        }
+    }
+    for (gb_pg_batch_item_t *it = items; it != NULL; it = next) {
+        next = it->next;
+        ingest_req_t *ir = gb_container_of(it, ingest_req_t, item);
+        if (ir->refused) {
+            gb_http_respond_errorf(ir->req, 503, "unavailable",
+                                   "the device's state is being rebuilt; retry shortly");
+        } else if (err == 0) {
+            api->ingest_messages_total += ir->pr.n_msgs;
+            reply_ok(ir->req, &ir->fdev->dev);
+        } else {
+            gb_http_respond_errorf(ir->req, 503, "unavailable",
+                                   "the database is unavailable (%s); nothing was stored, "
+                                   "retry later",
+                                   err == GB_EDB ? "it refused the batch" : gb_strerror(err));
+        }
+    }
+    if (err != 0 && err != GB_ECLOSED) {
+        gb_log(GB_LOG_WARN, "ingest", "batch failed: %s", gb_strerror(err));
+    }
+}
+
+/* ---- rebuild after a gap was filled ---- */
+
+static void rebuild_finish(rebuild_op_t *op)
+{
+    op->fdev->rebuilding = false;
+    gb_arena_dispose(&op->arena);
+    free(op);
+}
+
+/* Phase 2: the rebuilt state is saved (or not); publish it or keep the old one. */
+static void on_rebuild_saved(gb_pg_query_t *q, int err, PGresult *const *results, size_t nresults)
+{
+    rebuild_op_t *op = gb_container_of(q, rebuild_op_t, query);
+    if (err != 0) {
+        /* The device stays flagged in the database; the next start rebuilds it. */
+        gb_log(GB_LOG_WARN, "ingest", "saving the rebuilt state of %s failed: %s",
+               op->fdev->dev.serial, gb_strerror(err));
+        gb_dev_dispose(&op->dev);
+    } else {
+        gb_dev_dispose(&op->fdev->dev);
+        op->fdev->dev = op->dev;
+    }
+    rebuild_finish(op);
+}
+
+/* Phase 1: the stored events arrived; rebuild a copy from them and save it. */
+static void on_rebuild_loaded(gb_pg_query_t *q, int err, PGresult *const *results, size_t nresults)
+{
+    rebuild_op_t *op = gb_container_of(q, rebuild_op_t, query);
+    gb_fleet_dev_t *fd = op->fdev;
+
+    if (err != 0 || nresults != 1) {
+        gb_log(GB_LOG_WARN, "ingest", "loading the events of %s failed: %s", fd->dev.serial,
+               gb_strerror(err != 0 ? err : GB_EDB));
+        rebuild_finish(op);
+        return;
+    }
+    int rows = PQntuples(results[0]);
+    gb_arena_t msg_arena;
+    gb_arena_init(&msg_arena);
+    gb_msg_t *msgs = gb_xcalloc((size_t)rows + 1, sizeof(*msgs));
+    size_t n = 0;
+    for (int r = 0; r < rows; r++) {
+        gb_error_t e;
+        gb_error_clear(&e);
+        const char *body = PQgetvalue(results[0], r, 0);
+        if (gb_proto_decode_message(body, strlen(body), &msg_arena, &msgs[n], &e) == 0) {
+            n++;
+        }
+    }
+    gb_apply_ctx_t ctx = {.received_ms = GB_TIME_NONE, .hybrid_join = fd->dev.profile_hybrid};
+    gb_dev_copy(&op->dev, &fd->dev);
+    gb_dev_rebuild(&op->dev, &ctx, msgs, n, NULL, 0);
+    free(msgs);
+    gb_arena_dispose(&msg_arena);
+
+    batch_rows_t rows_b;
+    gb_pg_array_t del[2];
+    rows_init(&rows_b);
+    add_device_row(&rows_b, &op->dev, false);
+    add_run_rows(&rows_b, &op->dev, 0);
+    gb_pg_array_init(&del[0]);
+    gb_pg_array_init(&del[1]);
+    gb_pg_array_cstr(&del[0], op->dev.serial);
+    gb_pg_array_i64(&del[1], op->dev.n_runs);
+    const char **dp = params_from(&op->arena, rows_b.dev, D_COUNT);
+    const char **rp = params_from(&op->arena, rows_b.run, R_COUNT);
+    const char **xp = params_from(&op->arena, del, 2);
+    bool any_runs = rows_b.run[R_SERIAL].n > 0;
+    rows_dispose(&rows_b);
+    gb_pg_array_dispose(&del[0]);
+    gb_pg_array_dispose(&del[1]);
+
+    /* The upsert ORs needs_rebuild, so clearing it is a statement of its own. */
+    const char **sp = gb_arena_alloc(&op->arena, sizeof(*sp));
+    sp[0] = gb_arena_strndup(&op->arena, op->dev.serial, strlen(op->dev.serial));
+    gb_pg_query_init(&op->query, "BEGIN", 0, NULL, on_rebuild_saved);
+    gb_pg_query_add(&op->query, SQL_UPSERT_DEVICES, D_COUNT, dp);
+    gb_pg_query_add(&op->query, "UPDATE devices SET needs_rebuild = false WHERE serial = $1", 1,
+                    sp);
+    gb_pg_query_add(&op->query, SQL_DELETE_RUNS_FROM, 2, xp);
+    if (any_runs) {
+        gb_pg_query_add(&op->query, SQL_UPSERT_RUNS, R_COUNT, rp);
+    }
+    gb_pg_query_add(&op->query, "COMMIT", 0, NULL);
+    op->saving = true;
+    int rc = gb_pg_submit(op->api->pg, &op->query);
+    if (rc < 0) {
+        gb_log(GB_LOG_WARN, "ingest", "saving the rebuilt state of %s: %s", fd->dev.serial,
+               gb_strerror(rc));
+        gb_dev_dispose(&op->dev);
+        rebuild_finish(op);
+    }
+}
+
+static void start_rebuild(gb_api_t *api, gb_fleet_dev_t *fd)
+{
+    rebuild_op_t *op = gb_xcalloc(1, sizeof(*op));
+    op->api = api;
+    op->fdev = fd;
+    gb_arena_init(&op->arena);
+    const char **p = gb_arena_alloc(&op->arena, sizeof(*p));
+    p[0] = gb_arena_strndup(&op->arena, fd->dev.serial, strlen(fd->dev.serial));
+    gb_pg_query_init(&op->query, "SELECT body::text FROM events WHERE serial = $1 ORDER BY seq", 1,
+                     p, on_rebuild_loaded);
+    fd->rebuilding = true;
+    int rc = gb_pg_submit(api->pg, &op->query);
+    if (rc < 0) {
+        gb_log(GB_LOG_WARN, "ingest", "rebuild of %s not started: %s", fd->dev.serial,
+               gb_strerror(rc));
+        rebuild_finish(op);
+    }
+}
+
+/* ---- the handler ---- */
+
+static bool is_json(gb_str_t ct)
+{
+    if (ct.p == NULL) {
+        return false;
+    }
+    size_t n = 0;
+    while (n < ct.len && ct.p[n] != ';' && ct.p[n] != ' ') {
+        n++;
+    }
+    return gb_str_case_eq_cstr((gb_str_t){ct.p, n}, "application/json");
+}
+
+static void on_agent_messages(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_t *who)
+{
+    gb_error_t err;
+
+    if (!is_json(gb_http_req_header(req, "content-type"))) {
+        gb_http_respond_errorf(req, 415, "unsupported_media_type",
+                               "agent reports must be sent as Content-Type: application/json");
+        return;
+    }
+    ingest_req_t *ir = gb_arena_alloc(&req->arena, sizeof(*ir));
+    memset(ir, 0, sizeof(*ir));
+    ir->req = req;
+    gb_error_clear(&err);
+    if (gb_proto_decode_request(req->body.data != NULL ? req->body.data : "", req->body.len,
+                                &req->arena, &ir->pr, &err) != 0) {
+        gb_http_respond_error(req, &err);
+        return;
+    }
+    int rc = gb_pg_batcher_add(api->batcher, &ir->item);
+    if (rc < 0) {
+        gb_http_respond_errorf(req, 503, "unavailable",
+                               "the server cannot store reports right now (%s); retry later",
+                               gb_strerror(rc));
+    }
+}
+
+void gb_api__agent_register(gb_api_t *api)
+{
+    static const gb_pg_batcher_ops_t ops = {on_batch_build, on_batch_done};
+    api->batcher = gb_pg_batcher_new(api->pg, &ops, api, api->cfg->db_queue_max);
+    gb_api__route(api, GB_HTTP_POST, "/api/v1/agent/messages", GB_ROLE_AGENT, on_agent_messages);
+}
