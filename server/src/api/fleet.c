@@ -30,6 +30,7 @@ void gb_fleet_dispose(gb_fleet_t *f)
             gb_dev_dispose(&d->work);
         }
         gb_dev_dispose(&d->dev);
+        free(d->key);
         free(d);
     }
     f->count = 0;
@@ -45,10 +46,9 @@ gb_fleet_dev_t *gb_fleet_find(const gb_fleet_t *f, const char *serial, size_t le
 gb_fleet_dev_t *gb_fleet_add(gb_fleet_t *f, const char *serial, size_t len)
 {
     gb_fleet_dev_t *d = gb_xcalloc(1, sizeof(*d));
-    char *s = gb_xstrndup(serial, len);
-    gb_dev_init(&d->dev, s);
-    free(s);
-    HASH_ADD_KEYPTR(hh, f->table, d->dev.serial, len, d);
+    d->key = gb_xstrndup(serial, len);
+    gb_dev_init(&d->dev, d->key);
+    HASH_ADD_KEYPTR(hh, f->table, d->key, len, d);
     f->count++;
     return d;
 }
@@ -149,7 +149,8 @@ int gb_fleet_load(gb_fleet_t *f, PGconn *conn, const gb_apply_ctx_t *ctx, char *
         gb_dev_set_assigned_user(&d->dev, PQgetisnull(res, r, 5) ? NULL : PQgetvalue(res, r, 5));
         gb_dev_set_slot(&d->dev, PQgetisnull(res, r, 6) ? NULL : PQgetvalue(res, r, 6));
         d->in_db = true;
-        HASH_ADD_KEYPTR(hh, f->table, d->dev.serial, strlen(d->dev.serial), d);
+        d->key = gb_xstrdup(serial);
+        HASH_ADD_KEYPTR(hh, f->table, d->key, strlen(d->key), d);
         f->count++;
         if (stale) {
             int rc = rebuild_from_events(d, conn, ctx, err, errlen);

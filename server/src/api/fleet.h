@@ -14,13 +14,15 @@
 #include "util/util.h"
 
 typedef struct gb_fleet_dev {
-    gb_dev_t dev;      /* the published state: what the API shows */
-    gb_dev_t work;     /* private: the batch's working copy while has_work */
-    bool has_work;     /* private: work holds this batch's uncommitted state */
-    bool in_db;        /* a devices row exists */
-    bool gap;          /* private: the batch filled a gap below max_seq: rebuild after it */
-    bool rebuilding;   /* private: a rebuild from stored events is under way */
-    bool row_added;    /* private: scratch flag while a batch is built */
+    char *key;       /* private: the serial, owned here. The hash key must outlive every state swap:
+                        dev.serial changes owner each time a working copy is published. */
+    gb_dev_t dev;    /* the published state: what the API shows */
+    gb_dev_t work;   /* private: the batch's working copy while has_work */
+    bool has_work;   /* private: work holds this batch's uncommitted state */
+    bool in_db;      /* a devices row exists */
+    bool gap;        /* private: the batch filled a gap below max_seq: rebuild after it */
+    bool rebuilding; /* private: a rebuild from stored events is under way */
+    bool row_added;  /* private: scratch flag while a batch is built */
     UT_hash_handle hh; /* private */
 } gb_fleet_dev_t;
 
