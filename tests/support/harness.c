@@ -15,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -166,8 +168,11 @@ int gb_th_server_start(gb_th_server_t *s, const char *db_url, const char *const 
 
     memset(s, 0, sizeof(*s));
     snprintf(s->db_url, sizeof(s->db_url), "%s", db_url);
-    snprintf(s->log_path, sizeof(s->log_path), "/tmp/gloveboxd-test-%d-%u.log", (int)getpid(),
-             counter++);
+    /* Logs stay beside the test cluster in the build tree, for a look after a failure. */
+    snprintf(s->log_path, sizeof(s->log_path), "%s-logs", GB_PGDIR);
+    mkdir(s->log_path, 0755);
+    snprintf(s->log_path, sizeof(s->log_path), "%s-logs/gloveboxd-%d-%u.log", GB_PGDIR,
+             (int)getpid(), counter++);
     argv[n++] = GB_GLOVEBOXD;
     argv[n++] = "serve";
     argv[n++] = "--listen";
@@ -186,6 +191,8 @@ int gb_th_server_start(gb_th_server_t *s, const char *db_url, const char *const 
         return -1;
     }
     if (pid == 0) {
+        /* A test that dies (a crash, a timeout) takes its server with it. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         int fd = open(s->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd >= 0) {
             dup2(fd, 2);
