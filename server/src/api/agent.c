@@ -8,8 +8,10 @@
  *
  * Messages below a device's highest seq that are not certain duplicates (gaps being filled)
  * are stored but cannot be applied in order: such a device is flagged needs_rebuild in the same
- * transaction and rebuilt from its stored events right after; requests that arrive for it
- * meanwhile get 503 and are retried by their agents. */
+ * transaction and rebuilt from its stored events right after. That transaction's requests for
+ * the device are answered when the rebuild ends, so their reply shows the state derived from
+ * every message held; requests that arrive for it meanwhile get 503 and are retried by their
+ * agents. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,18 +22,23 @@ typedef struct ingest_req {
     gb_pg_batch_item_t item;
     gb_http_req_t *req;
     gb_proto_request_t pr;
-    gb_fleet_dev_t *fdev; /* set when the batch forms */
-    bool refused;         /* answered 503 at batch time (device being rebuilt) */
+    gb_fleet_dev_t *fdev;       /* set when the batch forms */
+    bool refused;               /* answered 503 at batch time (device being rebuilt) */
+    struct ingest_req *waiting; /* next request waiting for the same rebuild */
 } ingest_req_t;
 
-/* A device rebuild from its stored events: load them, rebuild a copy, save it, publish it. */
+/* A device rebuild from its stored events: load them, rebuild a copy, save it, publish it, then
+ * answer the committed requests that wait for it. */
 typedef struct rebuild_op {
     gb_pg_query_t query;
     gb_api_t *api;
     gb_fleet_dev_t *fdev;
     bool saving; /* false: loading events; true: saving the rebuilt state */
     gb_dev_t dev;
-    gb_arena_t arena; /* the save's parameters */
+    gb_arena_t arena;             /* the save's parameters */
+    ingest_req_t *waiting;        /* committed requests answered when the rebuild ends, FIFO */
+    ingest_req_t **waiting_tail;  /* where the next one is linked */
+    struct rebuild_op *next_done; /* scratch: rebuilds one batch completion started */
 } rebuild_op_t;
 
 static const char SQL_UPSERT_DEVICES[] =
@@ -220,7 +227,7 @@ static bool on_batch_build(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, gb_pg_
         if (!fd->has_work) {
             gb_dev_copy(&fd->work, &fd->dev);
             fd->has_work = true;
-            fd->gap = false;
+            fd->gap = fd->stale; /* a failed rebuild is retried with this batch */
             n_devices++;
         }
         size_t n = ir->pr.n_msgs;
@@ -284,13 +291,25 @@ static void reply_ok(gb_http_req_t *req, const gb_dev_t *dev)
     gb_buf_dispose(&out);
 }
 
-static void start_rebuild(gb_api_t *api, gb_fleet_dev_t *fd);
+static rebuild_op_t *start_rebuild(gb_api_t *api, gb_fleet_dev_t *fd);
+
+/* The rebuild just started for fd (in the list this batch's completion started), or NULL. */
+static rebuild_op_t *started_rebuild(rebuild_op_t *started, const gb_fleet_dev_t *fd)
+{
+    for (rebuild_op_t *op = started; op != NULL; op = op->next_done) {
+        if (op->fdev == fd) {
+            return op;
+        }
+    }
+    return NULL;
+}
 
 static void on_batch_done(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, int err,
                           PGresult *const *results, size_t nresults, void *arg)
 {
     gb_api_t *api = arg;
     gb_pg_batch_item_t *next;
+    rebuild_op_t *started = NULL;
 
     /* First settle every device: publish its working copy after COMMIT, else drop it. */
     for (gb_pg_batch_item_t *it = items; it != NULL; it = it->next) {
@@ -306,7 +325,12 @@ static void on_batch_done(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, int err
             fd->in_db = true;
             if (fd->gap) {
                 fd->gap = false;
-                start_rebuild(api, fd);
+                fd->stale = true; /* until a rebuild has been saved */
+                rebuild_op_t *op = start_rebuild(api, fd);
+                if (op != NULL) {
+                    op->next_done = started;
+                    started = op;
+                }
             }
         } else {
             gb_dev_dispose(&fd->work);
@@ -316,9 +340,17 @@ static void on_batch_done(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, int err
     for (gb_pg_batch_item_t *it = items; it != NULL; it = next) {
         next = it->next;
         ingest_req_t *ir = gb_container_of(it, ingest_req_t, item);
+        rebuild_op_t *op;
         if (ir->refused) {
             gb_http_respond_errorf(ir->req, 503, "unavailable",
                                    "the device's state is being rebuilt; retry shortly");
+        } else if (err == 0 && (op = started_rebuild(started, ir->fdev)) != NULL) {
+            /* Stored, but the published state lacks the gap's messages until the rebuild: the
+             * reply waits for it rather than showing a state that is about to change. */
+            api->ingest_messages_total += ir->pr.n_msgs;
+            ir->waiting = NULL;
+            *op->waiting_tail = ir;
+            op->waiting_tail = &ir->waiting;
         } else if (err == 0) {
             api->ingest_messages_total += ir->pr.n_msgs;
             reply_ok(ir->req, &ir->fdev->dev);
@@ -336,9 +368,17 @@ static void on_batch_done(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, int err
 
 /* ---- rebuild after a gap was filled ---- */
 
+/* Ends a rebuild, saved or not. The waiting requests' messages were committed before it began,
+ * so they are answered 200 either way, with the state now published (the rebuilt one, or the
+ * previous one when the rebuild failed; the device then stays flagged in the database). */
 static void rebuild_finish(rebuild_op_t *op)
 {
+    ingest_req_t *next;
     op->fdev->rebuilding = false;
+    for (ingest_req_t *ir = op->waiting; ir != NULL; ir = next) {
+        next = ir->waiting;
+        reply_ok(ir->req, &op->fdev->dev);
+    }
     gb_arena_dispose(&op->arena);
     free(op);
 }
@@ -355,6 +395,7 @@ static void on_rebuild_saved(gb_pg_query_t *q, int err, PGresult *const *results
     } else {
         gb_dev_dispose(&op->fdev->dev);
         op->fdev->dev = op->dev;
+        op->fdev->stale = false;
     }
     rebuild_finish(op);
 }
@@ -429,11 +470,14 @@ static void on_rebuild_loaded(gb_pg_query_t *q, int err, PGresult *const *result
     }
 }
 
-static void start_rebuild(gb_api_t *api, gb_fleet_dev_t *fd)
+/* Starts rebuilding fd; returns the operation, or NULL when it could not start (the device
+ * then stays flagged in the database and is rebuilt at the next start). */
+static rebuild_op_t *start_rebuild(gb_api_t *api, gb_fleet_dev_t *fd)
 {
     rebuild_op_t *op = gb_xcalloc(1, sizeof(*op));
     op->api = api;
     op->fdev = fd;
+    op->waiting_tail = &op->waiting;
     gb_arena_init(&op->arena);
     const char **p = gb_arena_alloc(&op->arena, sizeof(*p));
     p[0] = gb_arena_strndup(&op->arena, fd->dev.serial, strlen(fd->dev.serial));
@@ -445,7 +489,9 @@ static void start_rebuild(gb_api_t *api, gb_fleet_dev_t *fd)
         gb_log(GB_LOG_WARN, "ingest", "rebuild of %s not started: %s", fd->dev.serial,
                gb_strerror(rc));
         rebuild_finish(op);
+        return NULL;
     }
+    return op;
 }
 
 /* ---- the handler ---- */

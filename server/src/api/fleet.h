@@ -21,6 +21,8 @@ typedef struct gb_fleet_dev {
     bool has_work;   /* private: work holds this batch's uncommitted state */
     bool in_db;      /* a devices row exists */
     bool gap;        /* private: the batch filled a gap below max_seq: rebuild after it */
+    bool stale;      /* private: stored messages are missing from dev (a rebuild failed):
+                        the next committed batch rebuilds it again */
     bool rebuilding; /* private: a rebuild from stored events is under way */
     bool row_added;  /* private: scratch flag while a batch is built */
     UT_hash_handle hh; /* private */
