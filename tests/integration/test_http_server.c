@@ -354,22 +354,6 @@ static void get(const fixture_t *f, const char *path, const char *headers, gb_th
     gb_th_request(f->port, "GET", path, headers, NULL, 0, r);
 }
 
-static void assert_json_error(const gb_th_resp_t *r, int status, const char *code)
-{
-    char want[128];
-    if (r->status != status) {
-        fail_msg("status %d, want %d; body %s", r->status, status, r->body ? r->body : "");
-    }
-    char *ct = gb_th_resp_header(r, "Content-Type");
-    assert_non_null(ct);
-    assert_non_null(strstr(ct, "application/json"));
-    free(ct);
-    snprintf(want, sizeof(want), "{\"error\":{\"code\":\"%s\",\"message\":\"", code);
-    if (strncmp(r->body, want, strlen(want)) != 0) {
-        fail_msg("body %s, want code %s", r->body, code);
-    }
-}
-
 static void assert_header(const gb_th_resp_t *r, const char *name, const char *want)
 {
     char *v = gb_th_resp_header(r, name);
@@ -557,13 +541,13 @@ static void test_expect_100_continue_is_answered(void **state)
     send_str(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
                  "Content-Length: 999999\r\n\r\n");
     gb_th_conn_read(&c, &r, 3000);
-    assert_json_error(&r, 413, "body_too_large");
+    gb_th_assert_json_error(&r, 413, "body_too_large");
     gb_th_resp_free(&r);
     gb_th_conn_close(&c);
     /* An unknown expectation. */
     raw_request(f, "POST /echo HTTP/1.1\r\nHost: t\r\nExpect: teapot\r\nContent-Length: 1\r\n\r\n",
                 &r);
-    assert_json_error(&r, 417, "expectation_failed");
+    gb_th_assert_json_error(&r, 417, "expectation_failed");
     gb_th_resp_free(&r);
 }
 
@@ -620,7 +604,7 @@ static void test_header_limit_gives_431(void **state)
     }
     gb_buf_append_str(&req, "\r\n");
     raw_request(f, req.data, &r);
-    assert_json_error(&r, 431, "header_too_large");
+    gb_th_assert_json_error(&r, 431, "header_too_large");
     assert_true(r.closed);
     gb_th_resp_free(&r);
     /* One huge URL, sent in pieces. */
@@ -636,7 +620,7 @@ static void test_header_limit_gives_431(void **state)
         }
     }
     gb_th_conn_read(&c, &r, 3000);
-    assert_json_error(&r, 431, "header_too_large");
+    gb_th_assert_json_error(&r, 431, "header_too_large");
     gb_th_resp_free(&r);
     gb_th_conn_close(&c);
     gb_buf_dispose(&req);
@@ -652,7 +636,7 @@ static void test_body_limit_gives_413_before_the_body_arrives(void **state)
     assert_int_equal(gb_th_conn_open(&c, f->port), 0);
     send_str(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10485760\r\n\r\n");
     gb_th_conn_read(&c, &r, 3000);
-    assert_json_error(&r, 413, "body_too_large");
+    gb_th_assert_json_error(&r, 413, "body_too_large");
     assert_true(r.closed);
     gb_th_resp_free(&r);
     gb_th_conn_close(&c);
@@ -672,7 +656,7 @@ static void test_body_limit_gives_413_before_the_body_arrives(void **state)
     }
     assert_true(sent >= 5);
     gb_th_conn_read(&c, &r, 3000);
-    assert_json_error(&r, 413, "body_too_large");
+    gb_th_assert_json_error(&r, 413, "body_too_large");
     gb_th_resp_free(&r);
     gb_th_conn_close(&c);
 
@@ -681,7 +665,7 @@ static void test_body_limit_gives_413_before_the_body_arrives(void **state)
     send_str(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                  "100000\r\n");
     gb_th_conn_read(&c, &r, 3000);
-    assert_json_error(&r, 413, "body_too_large");
+    gb_th_assert_json_error(&r, 413, "body_too_large");
     gb_th_resp_free(&r);
     gb_th_conn_close(&c);
 
@@ -711,7 +695,7 @@ static void test_timeouts_close_slow_clients(void **state)
     sleep_ms(100);
     send_str(&c, "t");
     gb_th_conn_read(&c, &r, 3000);
-    assert_json_error(&r, 408, "request_timeout");
+    gb_th_assert_json_error(&r, 408, "request_timeout");
     gb_th_resp_free(&r);
     assert_true(gb_th_conn_wait_closed(&c, 3000));
     int64_t took = gb_time_mono_ms() - t0;
@@ -723,7 +707,7 @@ static void test_timeouts_close_slow_clients(void **state)
     assert_int_equal(gb_th_conn_open(&c, f->port), 0);
     send_str(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc");
     gb_th_conn_read(&c, &r, 3000);
-    assert_json_error(&r, 408, "request_timeout");
+    gb_th_assert_json_error(&r, 408, "request_timeout");
     gb_th_resp_free(&r);
     assert_true(gb_th_conn_wait_closed(&c, 3000));
     gb_th_conn_close(&c);
@@ -783,7 +767,7 @@ static void test_connection_cap_refuses_extra_clients(void **state)
     assert_int_equal(gb_th_conn_open(&extra, f->port), 0);
     gb_th_conn_read(&extra, &r, 3000);
     if (r.status != 0) {
-        assert_json_error(&r, 503, "unavailable");
+        gb_th_assert_json_error(&r, 503, "unavailable");
         assert_true(r.closed);
     }
     gb_th_resp_free(&r);
@@ -808,27 +792,27 @@ static void test_404_and_405_are_json_with_allow(void **state)
     fixture_t *f = *state;
     gb_th_resp_t r;
     raw_request(f, "DELETE /nowhere HTTP/1.1\r\nHost: t\r\n\r\n", &r);
-    assert_json_error(&r, 404, "not_found");
+    gb_th_assert_json_error(&r, 404, "not_found");
     assert_false(r.closed);
     gb_th_resp_free(&r);
     raw_request(f, "DELETE /items/7 HTTP/1.1\r\nHost: t\r\n\r\n", &r);
-    assert_json_error(&r, 405, "method_not_allowed");
+    gb_th_assert_json_error(&r, 405, "method_not_allowed");
     assert_header(&r, "Allow", "GET, HEAD, PUT");
     gb_th_resp_free(&r);
     raw_request(f, "POST /fast HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi", &r);
-    assert_json_error(&r, 405, "method_not_allowed");
+    gb_th_assert_json_error(&r, 405, "method_not_allowed");
     assert_header(&r, "Allow", "GET, HEAD");
     gb_th_resp_free(&r);
     raw_request(f, "PUT /items/7 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", &r);
     assert_int_equal(r.status, 204);
     gb_th_resp_free(&r);
     get(f, "/teapot", NULL, &r);
-    assert_json_error(&r, 418, "teapot");
+    gb_th_assert_json_error(&r, 418, "teapot");
     assert_string_equal(r.body,
                         "{\"error\":{\"code\":\"teapot\",\"message\":\"short and stout\"}}");
     gb_th_resp_free(&r);
     get(f, "/items/%zz", NULL, &r);
-    assert_json_error(&r, 400, "bad_request");
+    gb_th_assert_json_error(&r, 400, "bad_request");
     gb_th_resp_free(&r);
 }
 
@@ -852,7 +836,7 @@ static void test_malformed_requests_get_400_and_close(void **state)
         if (r.status != 400) {
             fail_msg("case %zu: status %d", i, r.status);
         }
-        assert_json_error(&r, 400, "bad_request");
+        gb_th_assert_json_error(&r, 400, "bad_request");
         assert_true(r.closed);
         assert_true(gb_th_conn_wait_closed(&c, 3000));
         gb_th_resp_free(&r);
@@ -860,7 +844,7 @@ static void test_malformed_requests_get_400_and_close(void **state)
     }
     gb_th_resp_t r;
     raw_request(f, "GET /fast HTTP/2.0\r\n\r\n", &r);
-    assert_json_error(&r, 505, "http_version_not_supported");
+    gb_th_assert_json_error(&r, 505, "http_version_not_supported");
     gb_th_resp_free(&r);
 }
 
@@ -966,10 +950,10 @@ static void test_static_files_types_etags_head_and_index(void **state)
     assert_header(&r, "Location", "/sub/");
     gb_th_resp_free(&r);
     get(f, "/empty/", NULL, &r);
-    assert_json_error(&r, 404, "not_found");
+    gb_th_assert_json_error(&r, 404, "not_found");
     gb_th_resp_free(&r);
     get(f, "/missing.js", NULL, &r);
-    assert_json_error(&r, 404, "not_found");
+    gb_th_assert_json_error(&r, 404, "not_found");
     gb_th_resp_free(&r);
     /* A symlink that stays inside the root is followed. */
     get(f, "/alias.js", NULL, &r);
@@ -992,7 +976,7 @@ static void test_static_files_types_etags_head_and_index(void **state)
 
     /* Only GET and HEAD reach static files. */
     raw_request(f, "POST /app.js HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", &r);
-    assert_json_error(&r, 404, "not_found");
+    gb_th_assert_json_error(&r, 404, "not_found");
     gb_th_resp_free(&r);
 }
 

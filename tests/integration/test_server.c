@@ -82,22 +82,6 @@ static int teardown(void **state)
     return rc == 0 ? 0 : -1;
 }
 
-static void assert_json_error(const gb_th_resp_t *r, int status, const char *code)
-{
-    char want[128];
-    if (r->status != status) {
-        fail_msg("status %d, want %d; body %s", r->status, status, r->body ? r->body : "");
-    }
-    char *ct = gb_th_resp_header(r, "Content-Type");
-    assert_non_null(ct);
-    assert_non_null(strstr(ct, "application/json"));
-    free(ct);
-    snprintf(want, sizeof(want), "{\"error\":{\"code\":\"%s\"", code);
-    if (strncmp(r->body, want, strlen(want)) != 0) {
-        fail_msg("body %s, want code %s", r->body, code);
-    }
-}
-
 static void test_health_ready_and_metrics_need_no_token(void **state)
 {
     gb_th_resp_t r;
@@ -124,23 +108,23 @@ static void test_auth_401_and_403(void **state)
 {
     gb_th_resp_t r;
     gb_th_request_auth(server.port, "GET", "/api/v1/whoami", NULL, NULL, &r);
-    assert_json_error(&r, 401, "unauthorized");
+    gb_th_assert_json_error(&r, 401, "unauthorized");
     char *www = gb_th_resp_header(&r, "WWW-Authenticate");
     assert_non_null(www);
     free(www);
     gb_th_resp_free(&r);
 
     gb_th_request_auth(server.port, "GET", "/api/v1/whoami", "gbt_not-a-real-token", NULL, &r);
-    assert_json_error(&r, 401, "unauthorized");
+    gb_th_assert_json_error(&r, 401, "unauthorized");
     gb_th_resp_free(&r);
 
     gb_th_request(server.port, "GET", "/api/v1/whoami", "Authorization: Basic Zm9vOmJhcg==\r\n",
                   NULL, 0, &r);
-    assert_json_error(&r, 401, "unauthorized");
+    gb_th_assert_json_error(&r, 401, "unauthorized");
     gb_th_resp_free(&r);
 
     gb_th_request_auth(server.port, "GET", "/api/v1/whoami", agent_token, NULL, &r);
-    assert_json_error(&r, 403, "forbidden");
+    gb_th_assert_json_error(&r, 403, "forbidden");
     gb_th_resp_free(&r);
 
     gb_th_request_auth(server.port, "GET", "/api/v1/whoami", viewer_token, NULL, &r);
@@ -158,10 +142,10 @@ static void test_404_and_405_are_json(void **state)
 {
     gb_th_resp_t r;
     gb_th_request(server.port, "GET", "/api/v1/nothing-here", NULL, NULL, 0, &r);
-    assert_json_error(&r, 404, "not_found");
+    gb_th_assert_json_error(&r, 404, "not_found");
     gb_th_resp_free(&r);
     gb_th_request(server.port, "DELETE", "/healthz", NULL, NULL, 0, &r);
-    assert_json_error(&r, 405, "method_not_allowed");
+    gb_th_assert_json_error(&r, 405, "method_not_allowed");
     char *allow = gb_th_resp_header(&r, "Allow");
     assert_non_null(allow);
     assert_non_null(strstr(allow, "GET"));
@@ -215,7 +199,7 @@ static void test_header_limit_gives_431(void **state)
     }
     gb_buf_append_str(&big, "\r\n");
     gb_th_request(server.port, "GET", "/healthz", big.data, NULL, 0, &r);
-    assert_json_error(&r, 431, "header_too_large");
+    gb_th_assert_json_error(&r, 431, "header_too_large");
     gb_th_resp_free(&r);
     gb_buf_dispose(&big);
 }
@@ -231,7 +215,7 @@ static void test_body_limit_gives_413_before_the_body_is_sent(void **state)
         "Content-Length: 10485760\r\n\r\n";
     assert_int_equal(gb_th_conn_send(&c, head, sizeof(head) - 1), 0);
     gb_th_conn_read(&c, &r, 3000);
-    assert_json_error(&r, 413, "body_too_large");
+    gb_th_assert_json_error(&r, 413, "body_too_large");
     gb_th_resp_free(&r);
     gb_th_conn_close(&c);
 
@@ -252,7 +236,7 @@ static void test_body_limit_gives_413_before_the_body_is_sent(void **state)
     }
     assert_true(sent_ok >= 8);
     gb_th_conn_read(&c, &r, 3000);
-    assert_json_error(&r, 413, "body_too_large");
+    gb_th_assert_json_error(&r, 413, "body_too_large");
     gb_th_resp_free(&r);
     gb_th_conn_close(&c);
 }
@@ -410,7 +394,7 @@ static void test_malformed_request_gets_400(void **state)
     const char junk[] = "THIS IS NOT HTTP\r\n\r\n";
     assert_int_equal(gb_th_conn_send(&c, junk, sizeof(junk) - 1), 0);
     gb_th_conn_read(&c, &r, 3000);
-    assert_json_error(&r, 400, "bad_request");
+    gb_th_assert_json_error(&r, 400, "bad_request");
     gb_th_resp_free(&r);
     gb_th_conn_close(&c);
 }

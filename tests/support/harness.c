@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,6 +22,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <cmocka.h>
 
 char *gb_th_read_data(const char *relpath, size_t *len)
 {
@@ -531,4 +534,21 @@ void gb_th_request_auth(int port, const char *method, const char *path, const ch
     gb_th_request(port, method, path, h.data, json_body, json_body != NULL ? strlen(json_body) : 0,
                   r);
     gb_buf_dispose(&h);
+}
+
+void gb_th_assert_json_error(const gb_th_resp_t *r, int status, const char *code)
+{
+    char want[128];
+    if (r->status != status) {
+        fail_msg("status %d, want %d; body %s", r->status, status, r->body ? r->body : "");
+    }
+    char *ct = gb_th_resp_header(r, "Content-Type");
+    if (ct == NULL || strstr(ct, "application/json") == NULL) {
+        fail_msg("content type %s, want application/json", ct != NULL ? ct : "(absent)");
+    }
+    free(ct);
+    snprintf(want, sizeof(want), "{\"error\":{\"code\":\"%s\",\"message\":\"", code);
+    if (r->body == NULL || strncmp(r->body, want, strlen(want)) != 0) {
+        fail_msg("body %s, want code %s", r->body != NULL ? r->body : "(none)", code);
+    }
 }

@@ -77,6 +77,10 @@ void gb_th_conn_read(gb_th_conn_t *c, gb_th_resp_t *r, unsigned timeout_ms);
 /* True when the server closes the connection within timeout_ms (reading and discarding). */
 bool gb_th_conn_wait_closed(gb_th_conn_t *c, unsigned timeout_ms);
 
+/* Fails the running test unless r has this status, a JSON content type and the contract's
+ * error body {"error": {"code": code, "message": ...}}. */
+void gb_th_assert_json_error(const gb_th_resp_t *r, int status, const char *code);
+
 /* One request on a new connection. headers: extra "Name: value\r\n" lines or NULL. */
 void gb_th_request(int port, const char *method, const char *path, const char *headers,
                    const char *body, size_t body_len, gb_th_resp_t *r);

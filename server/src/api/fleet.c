@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db/db.h"
 #include "protocol/protocol.h"
 
 #undef uthash_malloc
@@ -54,16 +55,6 @@ gb_fleet_dev_t *gb_fleet_add(gb_fleet_t *f, const char *serial, size_t len)
     return d;
 }
 
-static void copy_err(PGconn *conn, PGresult *res, char *err, size_t errlen)
-{
-    const char *m = res != NULL ? PQresultErrorMessage(res) : NULL;
-    snprintf(err, errlen, "%s", m != NULL && m[0] ? m : PQerrorMessage(conn));
-    size_t n = strlen(err);
-    while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' ')) {
-        err[--n] = '\0';
-    }
-}
-
 /* Rebuilds d from its stored events and saves the result (blocking). */
 static int rebuild_from_events(gb_fleet_dev_t *d, PGconn *conn, const gb_apply_ctx_t *ctx,
                                char *err, size_t errlen)
@@ -73,7 +64,7 @@ static int rebuild_from_events(gb_fleet_dev_t *d, PGconn *conn, const gb_apply_c
         PQexecParams(conn, "SELECT body::text FROM events WHERE serial = $1 ORDER BY seq", 1, NULL,
                      params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        copy_err(conn, res, err, errlen);
+        gb_pg_error_text(conn, res, err, errlen);
         PQclear(res);
         return GB_EDB;
     }
@@ -109,7 +100,7 @@ static int rebuild_from_events(gb_fleet_dev_t *d, PGconn *conn, const gb_apply_c
     gb_buf_dispose(&snap);
     int rc = 0;
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        copy_err(conn, res, err, errlen);
+        gb_pg_error_text(conn, res, err, errlen);
         rc = GB_EDB;
     }
     PQclear(res);
@@ -121,7 +112,7 @@ int gb_fleet_load(gb_fleet_t *f, PGconn *conn, const gb_apply_ctx_t *ctx, char *
     PGresult *res = PQexec(conn, "SELECT serial, state::text, needs_rebuild, imported_at IS NOT "
                                  "NULL, group_tag, assigned_user, slot FROM devices");
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        copy_err(conn, res, err, errlen);
+        gb_pg_error_text(conn, res, err, errlen);
         PQclear(res);
         return GB_EDB;
     }

@@ -91,19 +91,6 @@ void gb_auth_token_hash(const char *token, size_t len, uint8_t out[GB_SHA256_LEN
     gb_sha256(token, len, out);
 }
 
-static void copy_pq_error(PGconn *conn, const PGresult *res, char *err, size_t errlen)
-{
-    const char *m = res != NULL ? PQresultErrorMessage(res) : "";
-    if (m == NULL || m[0] == '\0') {
-        m = PQerrorMessage(conn);
-    }
-    snprintf(err, errlen, "%s", m);
-    size_t n = strlen(err);
-    while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' ')) {
-        err[--n] = '\0';
-    }
-}
-
 int gb_auth_token_create(PGconn *conn, gb_role_t role, const char *name,
                          char out[GB_AUTH_TOKEN_LEN + 1], char *err, size_t errlen)
 {
@@ -137,7 +124,7 @@ int gb_auth_token_create(PGconn *conn, gb_role_t role, const char *name,
         3, NULL, params, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        copy_pq_error(conn, res, err, errlen);
+        gb_pg_error_text(conn, res, err, errlen);
         rc = GB_EDB;
     } else if (strcmp(PQcmdTuples(res), "1") != 0) {
         snprintf(err, errlen, "a token named '%s' already exists; revoke it first", name);
@@ -159,7 +146,7 @@ int gb_auth_token_revoke(PGconn *conn, const char *name, char *err, size_t errle
                                  1, NULL, params, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        copy_pq_error(conn, res, err, errlen);
+        gb_pg_error_text(conn, res, err, errlen);
         rc = GB_EDB;
     } else if (strcmp(PQcmdTuples(res), "1") != 0) {
         snprintf(err, errlen, "no live token is named '%s'", name);
@@ -353,7 +340,7 @@ int gb_auth_load_blocking(gb_auth_t *auth, PGconn *conn, char *err, size_t errle
 {
     PGresult *res = PQexec(conn, SELECT_TOKENS);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        copy_pq_error(conn, res, err, errlen);
+        gb_pg_error_text(conn, res, err, errlen);
         PQclear(res);
         return GB_EDB;
     }

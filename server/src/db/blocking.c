@@ -50,3 +50,9 @@ PGconn *gb_pg_connect_blocking(const char *conninfo, unsigned timeout_ms, char *
     PQsetNoticeReceiver(conn, gb_pg__log_notice, NULL);
     return conn;
 }
+
+void gb_pg_error_text(PGconn *conn, const PGresult *res, char *out, size_t outlen)
+{
+    const char *m = res != NULL ? PQresultErrorMessage(res) : NULL;
+    gb_pg__copy_message(out, outlen, m != NULL && m[0] != '\0' ? m : PQerrorMessage(conn));
+}

@@ -180,6 +180,10 @@ PGconn *gb_pg_connect_blocking(const char *conninfo, unsigned timeout_ms, char *
  * files must not contain transaction control (BEGIN/COMMIT). */
 int gb_pg_migrate(PGconn *conn, int *applied, char *err, size_t errlen) GB_MUST_CHECK;
 
+/* Copies the error of a blocking call as one trimmed line: the result's message when there is
+ * one, else the connection's. */
+void gb_pg_error_text(PGconn *conn, const PGresult *res, char *out, size_t outlen);
+
 /* The migrations compiled into the binary (from migrations/NNNN_name.sql). */
 typedef struct gb_migration {
     int version;
