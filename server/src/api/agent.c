@@ -412,24 +412,9 @@ static void on_rebuild_loaded(gb_pg_query_t *q, int err, PGresult *const *result
         rebuild_finish(op);
         return;
     }
-    int rows = PQntuples(results[0]);
-    gb_arena_t msg_arena;
-    gb_arena_init(&msg_arena);
-    gb_msg_t *msgs = gb_xcalloc((size_t)rows + 1, sizeof(*msgs));
-    size_t n = 0;
-    for (int r = 0; r < rows; r++) {
-        gb_error_t e;
-        gb_error_clear(&e);
-        const char *body = PQgetvalue(results[0], r, 0);
-        if (gb_proto_decode_message(body, strlen(body), &msg_arena, &msgs[n], &e) == 0) {
-            n++;
-        }
-    }
     gb_apply_ctx_t ctx = {.received_ms = GB_TIME_NONE, .hybrid_join = fd->dev.profile_hybrid};
     gb_dev_copy(&op->dev, &fd->dev);
-    gb_dev_rebuild(&op->dev, &ctx, msgs, n, NULL, 0);
-    free(msgs);
-    gb_arena_dispose(&msg_arena);
+    gb_fleet_rebuild_from_rows(&op->dev, &ctx, results[0]);
 
     batch_rows_t rows_b;
     gb_pg_array_t del[2];

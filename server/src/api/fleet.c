@@ -55,6 +55,29 @@ gb_fleet_dev_t *gb_fleet_add(gb_fleet_t *f, const char *serial, size_t len)
     return d;
 }
 
+void gb_fleet_rebuild_from_rows(gb_dev_t *dev, const gb_apply_ctx_t *ctx, const PGresult *res)
+{
+    int rows = PQntuples(res);
+    gb_arena_t arena;
+    gb_arena_init(&arena);
+    gb_msg_t *msgs = gb_xcalloc((size_t)rows + 1, sizeof(*msgs));
+    size_t n = 0;
+    for (int r = 0; r < rows; r++) {
+        gb_error_t e;
+        gb_error_clear(&e);
+        const char *body = PQgetvalue(res, r, 0);
+        if (gb_proto_decode_message(body, strlen(body), &arena, &msgs[n], &e) == 0) {
+            n++;
+        } else {
+            gb_log(GB_LOG_WARN, "fleet", "device %s: stored message %d unreadable: %s", dev->serial,
+                   r, e.message);
+        }
+    }
+    gb_dev_rebuild(dev, ctx, msgs, n, NULL, 0);
+    free(msgs);
+    gb_arena_dispose(&arena);
+}
+
 /* Rebuilds d from its stored events and saves the result (blocking). */
 static int rebuild_from_events(gb_fleet_dev_t *d, PGconn *conn, const gb_apply_ctx_t *ctx,
                                char *err, size_t errlen)
@@ -68,25 +91,7 @@ static int rebuild_from_events(gb_fleet_dev_t *d, PGconn *conn, const gb_apply_c
         PQclear(res);
         return GB_EDB;
     }
-    int rows = PQntuples(res);
-    gb_arena_t arena;
-    gb_arena_init(&arena);
-    gb_msg_t *msgs = gb_xcalloc((size_t)rows + 1, sizeof(*msgs));
-    size_t n = 0;
-    for (int r = 0; r < rows; r++) {
-        gb_error_t e;
-        gb_error_clear(&e);
-        const char *body = PQgetvalue(res, r, 0);
-        if (gb_proto_decode_message(body, strlen(body), &arena, &msgs[n], &e) == 0) {
-            n++;
-        } else {
-            gb_log(GB_LOG_WARN, "fleet", "device %s: stored message %d unreadable: %s",
-                   d->dev.serial, r, e.message);
-        }
-    }
-    gb_dev_rebuild(&d->dev, ctx, msgs, n, NULL, 0);
-    free(msgs);
-    gb_arena_dispose(&arena);
+    gb_fleet_rebuild_from_rows(&d->dev, ctx, res);
     PQclear(res);
 
     gb_buf_t snap;

@@ -39,6 +39,11 @@ gb_fleet_dev_t *gb_fleet_find(const gb_fleet_t *f, const char *serial, size_t le
 /* Adds a device in its initial state (the caller checked it is absent). */
 gb_fleet_dev_t *gb_fleet_add(gb_fleet_t *f, const char *serial, size_t len);
 
+/* Rebuilds dev from stored messages: res has one row per message, column 0 its JSON, in seq
+ * order (SELECT body::text FROM events WHERE serial = $1 ORDER BY seq). A stored message that
+ * no longer decodes is logged and skipped. */
+void gb_fleet_rebuild_from_rows(gb_dev_t *dev, const gb_apply_ctx_t *ctx, const PGresult *res);
+
 /* Loads every device from the database (blocking, at start-up): snapshots are decoded, and a
  * device flagged needs_rebuild (or without a usable snapshot) is rebuilt from its events and
  * saved. Returns 0, or GB_EDB with a message in err. */
