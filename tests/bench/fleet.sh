@@ -52,22 +52,7 @@ usage() {
 
 cleanup() {
     trap - INT TERM EXIT
-    if [ -n "$sim_pid" ]; then
-        bench_stop_pid "$sim_pid"
-    fi
-    if [ -n "$server_pid" ]; then
-        bench_stop_pid "$server_pid"
-    fi
-    if [ -n "$cluster_dir" ]; then
-        "$PG_CLUSTER" stop "$cluster_dir" || true
-    fi
-    if [ -n "$tmp" ]; then
-        if [ "${GB_BENCH_KEEP:-0}" = 1 ]; then
-            gb_msg "kept $tmp"
-        else
-            rm -rf "$tmp"
-        fi
-    fi
+    bench_cleanup "$cluster_dir" "$tmp" "$sim_pid" "$server_pid"
 }
 
 main() {

@@ -49,31 +49,9 @@ usage() {
     gb_header_help "$0"
 }
 
-stop_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
     trap - INT TERM EXIT
-    if [ -n "$server_pid" ]; then
-        stop_pid "$server_pid"
-    fi
-    if [ -n "$nginx_pid" ]; then
-        stop_pid "$nginx_pid"
-    fi
-    if [ -n "$cluster_dir" ]; then
-        "$PG_CLUSTER" stop "$cluster_dir" || true
-    fi
-    if [ -n "$tmp" ]; then
-        rm -rf "$tmp"
-    fi
+    bench_cleanup "$cluster_dir" "$tmp" "$server_pid" "$nginx_pid"
 }
 
 # Command prefixes that pin the server under test and wrk (empty unless GB_BENCH_PIN=1).

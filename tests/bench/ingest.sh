@@ -94,25 +94,7 @@ usage() {
 
 cleanup() {
     trap - INT TERM EXIT
-    if [ -n "$child_pid" ]; then
-        bench_stop_pid "$child_pid"
-    fi
-    if [ -n "$wrk_pid" ]; then
-        bench_stop_pid "$wrk_pid"
-    fi
-    if [ -n "$server_pid" ]; then
-        bench_stop_pid "$server_pid"
-    fi
-    if [ -n "$cluster_dir" ]; then
-        "$PG_CLUSTER" stop "$cluster_dir" || true
-    fi
-    if [ -n "$tmp" ]; then
-        if [ "${GB_BENCH_KEEP:-0}" = 1 ]; then
-            gb_msg "kept $tmp"
-        else
-            rm -rf "$tmp"
-        fi
-    fi
+    bench_cleanup "$cluster_dir" "$tmp" "$child_pid" "$wrk_pid" "$server_pid"
 }
 
 # run_child CMD...: runs CMD in the background and waits for it, so that a signal's trap runs at

@@ -89,6 +89,29 @@ bench_stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
+# bench_cleanup CLUSTER_DIR TMP_DIR [PID...]: what every benchmark does on exit: stops the
+# processes in the order given (empty ones skipped), stops the cluster in CLUSTER_DIR and removes
+# TMP_DIR (kept when GB_BENCH_KEEP=1). Empty directory arguments are skipped too.
+bench_cleanup() {
+    local cluster=$1 tmpdir=$2 pid
+    shift 2
+    for pid in "$@"; do
+        if [ -n "$pid" ]; then
+            bench_stop_pid "$pid"
+        fi
+    done
+    if [ -n "$cluster" ]; then
+        "$GB_ROOT/scripts/lib/pg-cluster" stop "$cluster" || true
+    fi
+    if [ -n "$tmpdir" ]; then
+        if [ "${GB_BENCH_KEEP:-0}" = 1 ]; then
+            gb_msg "kept $tmpdir"
+        else
+            rm -rf "$tmpdir"
+        fi
+    fi
+}
+
 bench_metric() {
     curl -fsS --max-time 5 "$1/metrics" | awk -v n="$2" '$1 == n { print $2; exit }'
 }
