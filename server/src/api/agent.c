@@ -337,6 +337,20 @@ static void on_batch_done(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, int err
             fd->gap = false;
         }
     }
+    if (err != 0) {
+        /* A device first seen in a batch that did not commit exists nowhere: forget it
+         * (before the replies, which hand the requests and their arenas back to the server). The
+         * lookup goes by the request's serial, so a device shared by several requests of the
+         * batch is removed once. */
+        for (gb_pg_batch_item_t *it = items; it != NULL; it = next) {
+            next = it->next;
+            ingest_req_t *ir = gb_container_of(it, ingest_req_t, item);
+            gb_fleet_dev_t *fd = gb_fleet_find(&api->fleet, ir->pr.serial, ir->pr.serial_len);
+            if (fd != NULL && !fd->in_db && !fd->rebuilding && !fd->has_work) {
+                gb_fleet_remove(&api->fleet, fd);
+            }
+        }
+    }
     for (gb_pg_batch_item_t *it = items; it != NULL; it = next) {
         next = it->next;
         ingest_req_t *ir = gb_container_of(it, ingest_req_t, item);

@@ -55,6 +55,16 @@ gb_fleet_dev_t *gb_fleet_add(gb_fleet_t *f, const char *serial, size_t len)
     return d;
 }
 
+void gb_fleet_remove(gb_fleet_t *f, gb_fleet_dev_t *d)
+{
+    GB_ASSERT(!d->has_work);
+    HASH_DEL(f->table, d);
+    f->count--;
+    gb_dev_dispose(&d->dev);
+    free(d->key);
+    free(d);
+}
+
 void gb_fleet_rebuild_from_rows(gb_dev_t *dev, const gb_apply_ctx_t *ctx, const PGresult *res)
 {
     int rows = PQntuples(res);

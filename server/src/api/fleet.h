@@ -44,6 +44,9 @@ gb_fleet_dev_t *gb_fleet_add(gb_fleet_t *f, const char *serial, size_t len);
  * no longer decodes is logged and skipped. */
 void gb_fleet_rebuild_from_rows(gb_dev_t *dev, const gb_apply_ctx_t *ctx, const PGresult *res);
 
+/* Removes and frees d (it must hold no working copy). */
+void gb_fleet_remove(gb_fleet_t *f, gb_fleet_dev_t *d);
+
 /* Loads every device from the database (blocking, at start-up): snapshots are decoded, and a
  * device flagged needs_rebuild (or without a usable snapshot) is rebuilt from its events and
  * saved. Returns 0, or GB_EDB with a message in err. */
