@@ -93,10 +93,9 @@ int gb_pg_batcher_add(gb_pg_batcher_t *b, gb_pg_batch_item_t *item)
     if (b->n_waiting >= b->max_waiting) {
         return GB_EBUSY;
     }
-    /* Fail fast while the database is down rather than queueing work that cannot commit. */
-    if (gb_pg_state(b->pg) == GB_PG_DOWN && !b->in_flight) {
-        return GB_EDBDOWN;
-    }
+    /* No check of the database here: while it is down, the transaction's submission fails at
+     * once (and done() answers), while it is still being connected to at start-up, the
+     * transaction waits for it. */
     item->next = NULL;
     if (b->wait_tail != NULL) {
         b->wait_tail->next = item;

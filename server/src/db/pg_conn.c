@@ -465,7 +465,9 @@ static void on_conn_timer(uv_timer_t *timer)
 
     switch (c->state) {
     case GB_PG_CONN_BACKOFF:
-        c->pool->n_reconnects++;
+        if (c->tried) {
+            c->pool->n_reconnects++;
+        }
         start_connect(c);
         break;
     case GB_PG_CONN_CONNECTING: {
@@ -496,7 +498,10 @@ int gb_pg__conn_init(gb_pg_t *pool, gb_pg_conn_t *c, unsigned id)
 
 void gb_pg__conn_start(gb_pg_conn_t *c)
 {
-    start_connect(c);
+    /* The first attempt starts on the loop's first turn rather than now: the caller may block
+     * for a while before the loop runs (loading the device table at start-up), and an attempt
+     * begun now would have timed out by then. */
+    uv_timer_start(&c->timer, on_conn_timer, 0, 0);
 }
 
 void gb_pg__conn_dispatch(gb_pg_conn_t *c, gb_pg_query_t *q)
