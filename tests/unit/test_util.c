@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,20 @@ static void test_buf_appends_and_formats(void **state)
     assert_int_equal(b.len, 8 + 4000);
     assert_int_equal(b.data[b.len], '\0');
     assert_memory_equal(b.data + 8 + 4 * 999, "0999", 4);
+    /* The printf-free integer appends agree with printf at the edges. */
+    static const int64_t ints[] = {0, 7, -7, 10, 99, 1000000007, INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < GB_ARRAY_LEN(ints); i++) {
+        char want[32];
+        gb_buf_t n;
+        gb_buf_init(&n);
+        gb_buf_append_i64(&n, ints[i]);
+        snprintf(want, sizeof(want), "%lld", (long long)ints[i]);
+        assert_string_equal(n.data, want);
+        gb_buf_reset(&n);
+        gb_buf_append_u64(&n, UINT64_MAX);
+        assert_string_equal(n.data, "18446744073709551615");
+        gb_buf_dispose(&n);
+    }
     gb_buf_consume(&b, 8);
     assert_memory_equal(b.data, "0000", 4);
     assert_int_equal(b.len, 4000);
@@ -142,6 +157,10 @@ static void test_rfc3339_round_trip(void **state)
     assert_string_equal(out, "2026-11-24T10:00:00.123Z");
     gb_time_format_rfc3339(0, out);
     assert_string_equal(out, "1970-01-01T00:00:00.000Z");
+    gb_time_format_rfc3339(-1, out);
+    assert_string_equal(out, "1969-12-31T23:59:59.999Z");
+    gb_time_format_rfc3339(253402300799999LL, out);
+    assert_string_equal(out, "9999-12-31T23:59:59.999Z");
     for (int64_t ms = -86400000LL * 3; ms < 86400000LL * 800; ms += 86400000LL / 7 + 13) {
         int64_t back = 0;
         gb_time_format_rfc3339(ms + 1700000000000LL, out);

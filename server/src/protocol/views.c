@@ -8,14 +8,18 @@
 
 #include "protocol/protocol.h"
 
+/* Keys are literals of plain ASCII: written as they are, without going through the quoting. */
 static void key(gb_buf_t *b, const char *k, bool *first)
 {
+    size_t n = strlen(k);
+    gb_buf_reserve(b, n + 4);
     if (!*first) {
         gb_buf_append(b, ",", 1);
     }
     *first = false;
-    gb_json_quote(b, k, strlen(k));
-    gb_buf_append(b, ":", 1);
+    gb_buf_append(b, "\"", 1);
+    gb_buf_append(b, k, n);
+    gb_buf_append(b, "\":", 2);
 }
 
 static void str_or_null(gb_buf_t *b, const char *s)
@@ -42,7 +46,7 @@ static void time_or_null(gb_buf_t *b, int64_t ms)
     char t[32];
     gb_time_format_rfc3339(ms, t);
     gb_buf_append(b, "\"", 1);
-    gb_buf_append_str(b, t);
+    gb_buf_append(b, t, 24); /* always "YYYY-MM-DDTHH:MM:SS.mmmZ" */
     gb_buf_append(b, "\"", 1);
 }
 
@@ -52,15 +56,16 @@ static void seconds_or_null(gb_buf_t *b, int64_t ms)
         gb_buf_append(b, "null", 4);
         return;
     }
-    long long whole = (long long)(ms / 1000), frac = (long long)(ms % 1000);
-    if (frac == 0) {
-        gb_buf_appendf(b, "%lld", whole);
-    } else if (frac % 100 == 0) {
-        gb_buf_appendf(b, "%lld.%lld", whole, frac / 100);
-    } else if (frac % 10 == 0) {
-        gb_buf_appendf(b, "%lld.%02lld", whole, frac / 10);
-    } else {
-        gb_buf_appendf(b, "%lld.%03lld", whole, frac);
+    gb_buf_append_i64(b, ms / 1000);
+    int frac = (int)(ms % 1000);
+    if (frac != 0) {
+        char d[4] = {'.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10),
+                     (char)('0' + frac % 10)};
+        size_t n = 4;
+        while (d[n - 1] == '0') {
+            n--;
+        }
+        gb_buf_append(b, d, n);
     }
 }
 
@@ -69,6 +74,16 @@ static void number(gb_buf_t *b, double x)
 {
     if (!isfinite(x)) {
         gb_buf_append(b, "null", 4);
+        return;
+    }
+    if (fabs(x) < 1e12) {
+        /* The usual case, without printf: thousandths rounded half away from zero. */
+        int64_t t = llround(x * 1000.0);
+        if (t < 0) {
+            gb_buf_append(b, "-", 1);
+            t = -t;
+        }
+        seconds_or_null(b, t); /* the same digits: whole part, then up to three decimals */
         return;
     }
     char s[64];
@@ -144,7 +159,7 @@ static void device_members(const gb_dev_t *dev, const gb_proto_view_opts_t *opts
     key(b, "stage_state", first);
     id_or_null(b, gb_run_state_id(dev->stage_state));
     key(b, "attempt", first);
-    gb_buf_appendf(b, "%u", dev->attempt);
+    gb_buf_append_u64(b, dev->attempt);
     key(b, "stalled", first);
     gb_buf_append_str(b,
                       now != GB_TIME_NONE && gb_dev_is_stalled(dev, now, stall) ? "true" : "false");
@@ -194,11 +209,15 @@ static void device_members(const gb_dev_t *dev, const gb_proto_view_opts_t *opts
     gb_buf_append(b, "}", 1);
 
     key(b, "bytes_downloaded", first);
-    gb_buf_appendf(b, "%llu", (unsigned long long)dev->bytes_total);
+    gb_buf_append_u64(b, dev->bytes_total);
     key(b, "bytes_by_source", first);
-    gb_buf_appendf(b, "{\"http\":%llu,\"lan\":%llu,\"cache\":%llu}",
-                   (unsigned long long)dev->bytes_http, (unsigned long long)dev->bytes_lan,
-                   (unsigned long long)dev->bytes_cache);
+    gb_buf_append_str(b, "{\"http\":");
+    gb_buf_append_u64(b, dev->bytes_http);
+    gb_buf_append_str(b, ",\"lan\":");
+    gb_buf_append_u64(b, dev->bytes_lan);
+    gb_buf_append_str(b, ",\"cache\":");
+    gb_buf_append_u64(b, dev->bytes_cache);
+    gb_buf_append(b, "}", 1);
     key(b, "mean_mbps", first);
     double mbps;
     if (gb_dev_mean_mbps(dev, &mbps)) {

@@ -29,6 +29,17 @@ bool gb_error_is_set(const gb_error_t *e)
     return e->status != 0;
 }
 
+/* Bytes that need escaping: control characters, '"', '\\', DEL, and '<' and '>' (so JSON
+ * embedded in HTML can never close a tag). A table keeps the common case, a run of plain bytes,
+ * to one load and test per byte. */
+static const unsigned char json_escape[256] = {
+    ['\0'] = 1, [1] = 1,    [2] = 1,    [3] = 1,   [4] = 1,    [5] = 1,    [6] = 1,  [7] = 1,
+    [8] = 1,    ['\t'] = 1, ['\n'] = 1, [11] = 1,  [12] = 1,   ['\r'] = 1, [14] = 1, [15] = 1,
+    [16] = 1,   [17] = 1,   [18] = 1,   [19] = 1,  [20] = 1,   [21] = 1,   [22] = 1, [23] = 1,
+    [24] = 1,   [25] = 1,   [26] = 1,   [27] = 1,  [28] = 1,   [29] = 1,   [30] = 1, [31] = 1,
+    ['"'] = 1,  ['\\'] = 1, ['<'] = 1,  ['>'] = 1, [0x7f] = 1,
+};
+
 void gb_json_quote(gb_buf_t *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -38,47 +49,34 @@ void gb_json_quote(gb_buf_t *b, const char *s, size_t n)
     gb_buf_append(b, "\"", 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        const char *esc = NULL;
-        char u[6];
+        if (!json_escape[c]) {
+            run++;
+            continue;
+        }
+        gb_buf_append(b, s + i - run, run);
+        run = 0;
         switch (c) {
         case '"':
-            esc = "\\\"";
+            gb_buf_append(b, "\\\"", 2);
             break;
         case '\\':
-            esc = "\\\\";
+            gb_buf_append(b, "\\\\", 2);
             break;
         case '\n':
-            esc = "\\n";
+            gb_buf_append(b, "\\n", 2);
             break;
         case '\r':
-            esc = "\\r";
+            gb_buf_append(b, "\\r", 2);
             break;
         case '\t':
-            esc = "\\t";
+            gb_buf_append(b, "\\t", 2);
             break;
-        default:
-            break;
-        }
-        /* '<' and '>' are escaped too, so JSON embedded in HTML can never close a tag. */
-        if (esc == NULL && (c < 0x20 || c == '<' || c == '>' || c == 0x7f)) {
-            u[0] = '\\';
-            u[1] = 'u';
-            u[2] = '0';
-            u[3] = '0';
-            u[4] = hex[c >> 4];
-            u[5] = hex[c & 15];
-            gb_buf_append(b, s + i - run, run);
-            run = 0;
+        default: {
+            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             gb_buf_append(b, u, 6);
-            continue;
+            break;
         }
-        if (esc != NULL) {
-            gb_buf_append(b, s + i - run, run);
-            run = 0;
-            gb_buf_append(b, esc, 2);
-            continue;
         }
-        run++;
     }
     gb_buf_append(b, s + n - run, run);
     gb_buf_append(b, "\"", 1);

@@ -95,6 +95,27 @@ void gb_buf_append(gb_buf_t *b, const void *p, size_t n)
     b->data[b->len] = '\0';
 }
 
+void gb_buf_append_u64(gb_buf_t *b, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[sizeof(tmp) - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    gb_buf_append(b, tmp + sizeof(tmp) - n, n);
+}
+
+void gb_buf_append_i64(gb_buf_t *b, int64_t v)
+{
+    if (v < 0) {
+        gb_buf_append(b, "-", 1);
+        gb_buf_append_u64(b, (uint64_t)0 - (uint64_t)v);
+    } else {
+        gb_buf_append_u64(b, (uint64_t)v);
+    }
+}
+
 void gb_buf_append_str(gb_buf_t *b, const char *s)
 {
     gb_buf_append(b, s, strlen(s));

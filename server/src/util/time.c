@@ -138,7 +138,24 @@ void gb_time_format_rfc3339(int64_t ms, char out[32])
         /* Outside RFC 3339's four-digit years: clamp rather than print a malformed time. */
         y = y < 0 ? 0 : 9999;
     }
-    snprintf(out, 32, "%04d-%02u-%02uT%02u:%02u:%02u.%03uZ", y, m % 13u, d % 32u,
-             (unsigned)(sod / 3600) % 24u, (unsigned)(sod / 60 % 60), (unsigned)(sod % 60),
-             (unsigned)rem_ms % 1000u);
+    /* By hand rather than snprintf: the API's views format several times per device. */
+    unsigned f[] = {(unsigned)y,
+                    m % 13u,
+                    d % 32u,
+                    (unsigned)(sod / 3600) % 24u,
+                    (unsigned)(sod / 60 % 60),
+                    (unsigned)(sod % 60),
+                    (unsigned)rem_ms % 1000u};
+    static const char seps[] = "--T::.Z";
+    static const unsigned widths[] = {4, 2, 2, 2, 2, 2, 3};
+    size_t o = 0;
+    for (size_t i = 0; i < sizeof(widths) / sizeof(widths[0]); i++) {
+        for (unsigned w = widths[i]; w > 0; w--) {
+            out[o + w - 1] = (char)('0' + f[i] % 10);
+            f[i] /= 10;
+        }
+        o += widths[i];
+        out[o++] = seps[i];
+    }
+    out[o] = '\0';
 }

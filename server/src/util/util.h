@@ -76,6 +76,9 @@ void gb_buf_reserve(gb_buf_t *b, size_t extra);
 void gb_buf_append(gb_buf_t *b, const void *p, size_t n);
 void gb_buf_append_str(gb_buf_t *b, const char *s);
 void gb_buf_appendf(gb_buf_t *b, const char *fmt, ...) GB_PRINTF(2, 3);
+/* Decimal integers without printf (the JSON views write thousands of them per request). */
+void gb_buf_append_u64(gb_buf_t *b, uint64_t v);
+void gb_buf_append_i64(gb_buf_t *b, int64_t v);
 void gb_buf_vappendf(gb_buf_t *b, const char *fmt, va_list ap) GB_PRINTF(2, 0);
 void gb_buf_reset(gb_buf_t *b);
 /* Removes the first n bytes. */
