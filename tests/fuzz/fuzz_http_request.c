@@ -1,7 +1,8 @@
 /* fuzz_http_request: arbitrary bytes through a socket-less connection: llhttp glue, header and
  * body limits, chunked bodies, pipelining, routing with captures, queries, static files, an
- * answer given later (from a timer), a stream and a client that leaves mid-request. Every
- * response must start with a status line, and each connection must be freed. */
+ * answer given later (from a timer), a stream, a streamed body read in pieces with pauses, and
+ * a client that leaves mid-request. Every response must start with a status line, and each
+ * connection must be freed. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +77,62 @@ static void on_stream(gb_http_req_t *req, void *ctx)
     gb_http_stream_end(req);
 }
 
+/* A streamed body: every other piece pauses it until a timer resumes it; a refusal header
+ * answers without reading; the answer comes at the end (or at an early end). The operation is
+ * freed once its timer has closed. */
+typedef struct upload {
+    uv_timer_t timer;
+    gb_http_req_t *req;
+    unsigned pieces;
+} upload_t;
+
+static void on_upload_closed(uv_handle_t *h)
+{
+    free(gb_container_of((uv_timer_t *)h, upload_t, timer));
+}
+
+static void on_upload_timer(uv_timer_t *t)
+{
+    gb_http_req_body_resume(gb_container_of(t, upload_t, timer)->req);
+}
+
+static int on_upload_chunk(gb_http_req_t *req, const char *data, size_t len, void *ctx)
+{
+    upload_t *u = ctx;
+    GB_UNUSED(req);
+    GB_UNUSED(data);
+    GB_UNUSED(len);
+    if (++u->pieces % 2 == 0) {
+        uv_timer_start(&u->timer, on_upload_timer, 0, 0);
+        return GB_HTTP_BODY_PAUSE;
+    }
+    return 0;
+}
+
+static void on_upload_end(gb_http_req_t *req, const gb_error_t *err, void *ctx)
+{
+    upload_t *u = ctx;
+    if (err != NULL) {
+        gb_http_respond_error(req, err);
+    } else {
+        gb_http_respond(req, 201, "text/plain", NULL, "stored", 6);
+    }
+    uv_close((uv_handle_t *)&u->timer, on_upload_closed);
+}
+
+static void on_upload(gb_http_req_t *req, void *ctx)
+{
+    GB_UNUSED(ctx);
+    if (gb_http_req_header(req, "x-refuse").p != NULL) {
+        gb_http_respond_errorf(req, 403, "forbidden", "refused");
+        return;
+    }
+    upload_t *u = gb_xcalloc(1, sizeof(*u));
+    u->req = req;
+    uv_timer_init(&loop, &u->timer);
+    gb_http_req_body_stream(req, on_upload_chunk, on_upload_end, u);
+}
+
 static void write_file(const char *name, const char *content)
 {
     char path[128];
@@ -121,6 +178,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     gb_http_router_add(router, GB_HTTP_PUT, "/items/{id}/x/{y}", on_plain, NULL);
     gb_http_router_add(router, GB_HTTP_GET, "/later", on_later, NULL);
     gb_http_router_add(router, GB_HTTP_GET, "/stream", on_stream, NULL);
+    gb_http_router_add_streamed(router, GB_HTTP_POST, "/upload", 8192, on_upload, NULL);
     gb_http_config_t cfg = {
         .web_dir = web_dir,
         .max_header_bytes = 1024,

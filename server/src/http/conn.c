@@ -1,11 +1,13 @@
 /* conn: one client connection: reading into a shared buffer, llhttp parsing with the limits
  * checked as bytes arrive, one request at a time (bytes that arrive meanwhile wait in conn->in),
- * responses, event streams, timeouts and closing.
+ * responses, streamed request bodies, event streams, timeouts and closing.
  *
  * Invariants: a connection is freed only in the close callback of its last handle. The timer
  * stays open while a handler owns the request, so a request whose client went away stays valid
  * until it is answered. Parsing never recurses into a handler: a response given from a foreign
- * stack (a timer, a database callback) resumes parsing on the next loop iteration. */
+ * stack (a timer, a database callback) resumes parsing on the next loop iteration, and so do a
+ * streamed body's start and resume; an early end of a streamed body reaches its handler from
+ * the timer, never from inside the code that noticed it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +97,18 @@ static bool is_parse_phase(gb_http__phase_t phase)
     return phase == GB_HTTP_PHASE_IDLE || phase == GB_HTTP_PHASE_HEAD ||
            phase == GB_HTTP_PHASE_BODY;
 }
+
+/* Phases in which unparsed input is kept for later (in the others it is dropped). */
+static bool keeps_input(gb_http__phase_t phase)
+{
+    return is_parse_phase(phase) || phase == GB_HTTP_PHASE_HANDLING ||
+           phase == GB_HTTP_PHASE_WRITING || phase == GB_HTTP_PHASE_RESUME ||
+           phase == GB_HTTP_PHASE_PAUSED;
+}
+
+static void body_fail(gb_http_conn_t *conn, int status, const char *code, const char *message);
+static void body_complete(gb_http_conn_t *conn);
+static void body_deliver_end(gb_http_conn_t *conn);
 
 /* ---- life cycle ---- */
 
@@ -192,6 +206,11 @@ static void conn_close(gb_http_conn_t *conn)
     uv_timer_stop(&conn->timer);
     if (conn->req.state != GB_HTTP_REQ_HANDLER) {
         uv_close((uv_handle_t *)&conn->timer, on_conn_timer_closed);
+    } else if (conn->streamed && !conn->body_complete) {
+        /* The handler is reading (or about to read) a body that will never come: tell it,
+         * through the timer that stays open for it. */
+        body_fail(conn, 400, "incomplete_body",
+                  "the connection closed before the whole request body arrived");
     }
 }
 
@@ -313,6 +332,12 @@ static void conn_arm_timer(gb_http_conn_t *conn)
     uint64_t ms = 0;
     bool on = true;
 
+    if (conn->body_end_pending) {
+        /* A streamed body's early end goes to its handler from the next timer callback. */
+        conn->timer_phase = GB_HTTP_PHASE_CLOSING;
+        uv_timer_start(&conn->timer, on_conn_timer, 0, 0);
+        return;
+    }
     if (conn->phase == conn->timer_phase && conn->timer_seq == conn->nrequests) {
         return;
     }
@@ -341,6 +366,9 @@ static void conn_arm_timer(gb_http_conn_t *conn)
         ms = cfg->write_timeout_ms;
         break;
     case GB_HTTP_PHASE_HANDLING:
+    case GB_HTTP_PHASE_PAUSED:
+        /* The handler bounds its own work; a paused body waits for the server, not the
+         * client, so no deadline runs against the client. */
         on = false;
         break;
     case GB_HTTP_PHASE_CLOSING:
@@ -398,7 +426,9 @@ static void conn_after_io(gb_http_conn_t *conn)
         conn->in.len >= IN_BUFFER_CAP) {
         want_read = false;
     }
-    if (conn->peer_eof || conn->sink != NULL) {
+    if (conn->peer_eof || conn->sink != NULL || conn->phase == GB_HTTP_PHASE_PAUSED) {
+        /* Paused: the kernel's buffer and then TCP's window hold the client back, so a body
+         * read in pieces never takes more memory than a piece. */
         want_read = false;
     }
     if (want_read && !conn->reading) {
@@ -544,6 +574,16 @@ static void conn_linger(gb_http_conn_t *conn)
     conn_after_io(conn);
 }
 
+/* Parsing goes on from the timer, on the next loop iteration: with the next request, or with
+ * the current request's streamed body. */
+static void conn_resume_later(gb_http_conn_t *conn, bool body)
+{
+    conn->phase = GB_HTTP_PHASE_RESUME;
+    conn->body_resume = body;
+    /* Armed afresh even when this request already resumed once (a body resumes many times). */
+    conn->timer_phase = GB_HTTP_PHASE_CLOSING;
+}
+
 /* A response has been handed to the kernel in full. */
 static void conn_response_sent(gb_http_conn_t *conn)
 {
@@ -558,7 +598,7 @@ static void conn_response_sent(gb_http_conn_t *conn)
     if (conn->in.len > 0) {
         /* Answered from a handler's own callback: parsing the next request here would run
          * its handler inside that callback. Resume from a fresh stack instead. */
-        conn->phase = GB_HTTP_PHASE_RESUME;
+        conn_resume_later(conn, false);
     }
     conn_after_io(conn);
 }
@@ -591,6 +631,21 @@ static void request_reset(gb_http_conn_t *conn)
     conn->err_status = 0;
     conn->keep_alive = false;
     conn->start_ns = uv_hrtime();
+    conn->body_limit = conn->server->cfg.max_body_bytes;
+    conn->body_bytes = 0;
+    conn->streamed = false;
+    conn->dispatch_early = false;
+    conn->body_reading = false;
+    conn->body_complete = false;
+    conn->body_ended = false;
+    conn->body_resume = false;
+    conn->body_paused_now = false;
+    conn->continue_wanted = false;
+    conn->body_end_pending = false;
+    conn->body_err_status = 0;
+    conn->body_on_chunk = NULL;
+    conn->body_on_end = NULL;
+    conn->body_ctx = NULL;
 
     req->method = GB_HTTP_OTHER;
     req->method_name = GB_STR_LIT("");
@@ -628,7 +683,11 @@ static void request_finished(gb_http_conn_t *conn, size_t bytes)
     gb_str_t raw_path = GB_STR_LIT("");
     gb_str_t query = GB_STR_LIT("");
     if (req->target.len > 0 && !gb_http__split_target(req->target, &raw_path, &query)) {
-        raw_path = req->target;
+        /* A target refused as unparsable ("*?...", "ftp://...") may still carry a token: split
+         * it at the first '?' so that its query goes through the redaction below too. */
+        const char *q = memchr(req->target.p, '?', req->target.len);
+        raw_path = q != NULL ? (gb_str_t){req->target.p, (size_t)(q - req->target.p)} : req->target;
+        query = q != NULL ? (gb_str_t){q + 1, req->target.len - raw_path.len - 1} : query;
     }
     gb_buf_t keys, target;
     gb_buf_init(&keys);
@@ -686,6 +745,16 @@ void gb_http_respond(gb_http_req_t *req, int status, const char *content_type,
     GB_ASSERT(req->state == GB_HTTP_REQ_HANDLER);
     if (status < 100 || status > 599) {
         status = 500;
+    }
+    if (conn->streamed) {
+        /* No body callback follows an answer. A body not read to its end cannot be told from
+         * a next request, so the connection closes after this answer. */
+        conn->body_ended = true;
+        conn->body_end_pending = false;
+        conn->body_resume = false;
+        if (!conn->body_complete) {
+            conn->keep_alive = false;
+        }
     }
     req->status = status;
     req->state = GB_HTTP_REQ_DONE;
@@ -805,6 +874,12 @@ static void conn_fail(gb_http_conn_t *conn, int status, const char *code, const 
 {
     gb_http_req_t *req = &conn->req;
 
+    if (conn->streamed && req->state == GB_HTTP_REQ_HANDLER) {
+        /* A streamed request belongs to its handler, which hears why the body ended and
+         * answers (the connection closes after it). */
+        body_fail(conn, status, code, message);
+        return;
+    }
     if (req->state != GB_HTTP_REQ_NONE || conn->phase == GB_HTTP_PHASE_IDLE) {
         /* The bytes never began a message (or belong to one already answered). */
         request_reset(conn);
@@ -1016,14 +1091,26 @@ static int on_parser_headers_complete(llhttp_t *p)
     conn->keep_alive = llhttp_should_keep_alive(p) && !p->upgrade;
     req->keep_alive = conn->keep_alive;
 
+    /* A streamed route is known now, before any body byte: it brings its own body limit, and
+     * its handler runs as soon as this head is counted (conn_run). */
+    gb_str_t raw_path, query;
+    gb_http__match_t m;
+    conn->body_limit = cfg->max_body_bytes;
+    if (gb_http__router_may_stream(conn->server->router, req->method) &&
+        gb_http__split_target(req->target, &raw_path, &query) &&
+        gb_http__router_match(conn->server->router, req->method, raw_path, &req->arena, &m) == 0 &&
+        m.streamed) {
+        conn->streamed = true;
+        conn->body_limit = m.max_body != 0 ? m.max_body : cfg->max_body_bytes;
+    }
     bool chunked = (p->flags & F_CHUNKED) != 0;
     bool has_length = (p->flags & F_CONTENT_LENGTH) != 0;
-    if (has_length && p->content_length > cfg->max_body_bytes) {
+    if (has_length && p->content_length > conn->body_limit) {
         return parser_error(conn, 413, "body_too_large",
                             "the request body is larger than the server accepts");
     }
     bool body_expected = chunked || (has_length && p->content_length > 0);
-    if (has_length && p->content_length > 0) {
+    if (has_length && p->content_length > 0 && !conn->streamed) {
         gb_buf_reserve(&req->body, (size_t)p->content_length);
     }
     gb_str_t expect = gb_http_req_header(req, "expect");
@@ -1033,9 +1120,16 @@ static int on_parser_headers_complete(llhttp_t *p)
                                 "the only expectation served is 100-continue");
         }
         if (!conn->http10 && body_expected) {
-            send_continue(conn);
+            /* A streamed route's handler may refuse without the body (a wrong token, say):
+             * the client is invited to send it only once the handler starts reading. */
+            if (conn->streamed) {
+                conn->continue_wanted = true;
+            } else {
+                send_continue(conn);
+            }
         }
     }
+    conn->dispatch_early = conn->streamed;
     conn->phase = body_expected ? GB_HTTP_PHASE_BODY : GB_HTTP_PHASE_HEAD;
     /* Pause so conn_run() learns exactly where the head ended and can count its bytes. */
     conn->headers_paused = true;
@@ -1046,11 +1140,31 @@ static int on_parser_body(llhttp_t *p, const char *at, size_t len)
 {
     gb_http_conn_t *conn = parser_conn(p);
     gb_http_req_t *req = &conn->req;
-    if (len > conn->server->cfg.max_body_bytes - req->body.len) {
+    if (len > conn->body_limit - conn->body_bytes) {
         return parser_error(conn, 413, "body_too_large",
                             "the request body is larger than the server accepts");
     }
-    gb_buf_append(&req->body, at, len);
+    if (len == 0) {
+        return 0; /* llhttp flushes an open span even when no byte of it is here */
+    }
+    conn->body_bytes += len;
+    if (!conn->streamed) {
+        gb_buf_append(&req->body, at, len);
+        return 0;
+    }
+    if (conn->body_ended || conn->body_on_chunk == NULL) {
+        return HPE_PAUSED; /* nobody reads any more: stop here (never expected) */
+    }
+    int rc = conn->body_on_chunk(req, at, len, conn->body_ctx);
+    if (conn->body_ended) {
+        return HPE_PAUSED; /* answered from inside on_chunk */
+    }
+    if (rc == GB_HTTP_BODY_PAUSE) {
+        /* llhttp stops right after this piece, which counts as consumed. */
+        conn->phase = GB_HTTP_PHASE_PAUSED;
+        conn->body_paused_now = true;
+        return HPE_PAUSED;
+    }
     return 0;
 }
 
@@ -1058,7 +1172,7 @@ static int on_parser_chunk_header(llhttp_t *p)
 {
     gb_http_conn_t *conn = parser_conn(p);
     /* The chunk's size is known before its bytes: refuse now rather than after buffering it. */
-    if (p->content_length > conn->server->cfg.max_body_bytes - conn->req.body.len) {
+    if (p->content_length > conn->body_limit - conn->body_bytes) {
         return parser_error(conn, 413, "body_too_large",
                             "the request body is larger than the server accepts");
     }
@@ -1165,10 +1279,18 @@ static size_t conn_run(gb_http_conn_t *conn, const char *p, size_t n)
     size_t off = 0;
     size_t max_head = conn->server->cfg.max_header_bytes;
 
+    if (p == NULL) {
+        /* An empty buffer may have no storage, and llhttp takes the pointer as where an open
+         * span (a body piece) continues: a NULL there would lose it. */
+        p = "";
+    }
     conn->processing = true;
-    /* After the pause at the end of the headers llhttp must run once more, even with no bytes
-     * left, to reach on_message_complete for a request without a body. */
-    bool again = false;
+    /* After the pause at the end of the headers (or after a streamed body's pause) llhttp must
+     * run once more, even with no bytes left, to reach on_message_complete for a request
+     * without more body. A streamed request dispatched at that pause carries this over to
+     * when its body is read. */
+    bool again = conn->need_execute;
+    conn->need_execute = false;
     while ((off < n || again) && is_parse_phase(conn->phase)) {
         const char *start = p + off;
         bool counting = !conn->headers_done || conn->phase == GB_HTTP_PHASE_IDLE;
@@ -1186,8 +1308,9 @@ static size_t conn_run(gb_http_conn_t *conn, const char *p, size_t n)
             break;
         }
         off += used;
-        again = err == HPE_PAUSED && conn->headers_paused;
+        again = err == HPE_PAUSED && (conn->headers_paused || conn->body_paused_now);
         conn->headers_paused = false;
+        conn->body_paused_now = false;
         if (counting) {
             conn->head_bytes += used;
             if (conn->head_bytes > max_head) {
@@ -1198,11 +1321,20 @@ static size_t conn_run(gb_http_conn_t *conn, const char *p, size_t n)
                 break;
             }
         }
-        if (conn->message_ready) {
-            conn->message_ready = false;
+        if (conn->dispatch_early) {
+            conn->dispatch_early = false;
             conn_dispatch(conn);
         }
+        if (conn->message_ready) {
+            conn->message_ready = false;
+            if (conn->streamed) {
+                body_complete(conn);
+            } else {
+                conn_dispatch(conn);
+            }
+        }
     }
+    conn->need_execute = again;
     conn->processing = false;
     /* A response given synchronously during the loop left the connection idle, possibly with
      * a new deadline to set; the caller calls conn_after_io(). */
@@ -1212,8 +1344,7 @@ static size_t conn_run(gb_http_conn_t *conn, const char *p, size_t n)
 static void conn_run_buffered(gb_http_conn_t *conn)
 {
     size_t used = conn_run(conn, conn->in.data, conn->in.len);
-    if (is_parse_phase(conn->phase) || conn->phase == GB_HTTP_PHASE_HANDLING ||
-        conn->phase == GB_HTTP_PHASE_WRITING || conn->phase == GB_HTTP_PHASE_RESUME) {
+    if (keeps_input(conn->phase)) {
         gb_buf_consume(&conn->in, used);
     } else {
         gb_buf_reset(&conn->in);
@@ -1235,9 +1366,7 @@ static void conn_received(gb_http_conn_t *conn, const char *data, size_t len)
     case GB_HTTP_PHASE_BODY:
         if (conn->in.len == 0) {
             size_t used = conn_run(conn, data, len);
-            if (used < len &&
-                (is_parse_phase(conn->phase) || conn->phase == GB_HTTP_PHASE_HANDLING ||
-                 conn->phase == GB_HTTP_PHASE_WRITING || conn->phase == GB_HTTP_PHASE_RESUME)) {
+            if (used < len && keeps_input(conn->phase)) {
                 gb_buf_append(&conn->in, data + used, len - used);
             }
         } else {
@@ -1249,6 +1378,10 @@ static void conn_received(gb_http_conn_t *conn, const char *data, size_t len)
         /* Busy with a request: keep the bytes for later, in order. */
         gb_buf_append(&conn->in, data, len);
         break;
+    }
+    if (conn->phase == GB_HTTP_PHASE_BODY && conn->streamed) {
+        /* A streamed body's deadline is for progress: any byte read re-arms it. */
+        conn->timer_phase = GB_HTTP_PHASE_CLOSING;
     }
     conn_after_io(conn);
 }
@@ -1285,9 +1418,14 @@ static void on_conn_timer(uv_timer_t *timer)
     gb_http_conn_t *conn = gb_container_of(timer, gb_http_conn_t, timer);
     gb_http_server_t *s = conn->server;
 
+    if (conn->body_end_pending) {
+        body_deliver_end(conn);
+        return;
+    }
     switch (conn->phase) {
     case GB_HTTP_PHASE_RESUME:
-        conn->phase = GB_HTTP_PHASE_IDLE;
+        conn->phase = conn->body_resume ? GB_HTTP_PHASE_BODY : GB_HTTP_PHASE_IDLE;
+        conn->body_resume = false;
         conn_run_buffered(conn);
         conn_after_io(conn);
         break;
@@ -1327,6 +1465,102 @@ static void on_conn_timer(uv_timer_t *timer)
     default:
         break;
     }
+}
+
+/* ---- streamed request bodies ---- */
+
+/* The whole body has been parsed: the handler hears it at once (we are in conn_run, on the
+ * loop's stack); its answer, now or later, finishes the request. */
+static void body_complete(gb_http_conn_t *conn)
+{
+    conn->body_complete = true;
+    if (!conn->body_reading || conn->body_ended) {
+        return;
+    }
+    conn->body_ended = true;
+    conn->phase = GB_HTTP_PHASE_HANDLING;
+    conn->body_on_end(&conn->req, NULL, conn->body_ctx);
+}
+
+/* Ends a streamed body early (client gone, over the limit, malformed, too slow, shutdown). The
+ * handler is told from the timer, or when it starts reading if it has not yet; the connection
+ * is not reused. */
+static void body_fail(gb_http_conn_t *conn, int status, const char *code, const char *message)
+{
+    if (conn->body_ended || conn->body_err_status != 0) {
+        return;
+    }
+    conn->body_err_status = status;
+    conn->body_err_code = code;
+    conn->body_err_message = message;
+    conn->keep_alive = false;
+    conn->body_resume = false;
+    if (conn->phase != GB_HTTP_PHASE_CLOSING) {
+        conn->phase = GB_HTTP_PHASE_HANDLING;
+    }
+    if (conn->body_reading) {
+        conn->body_end_pending = true;
+        uv_timer_start(&conn->timer, on_conn_timer, 0, 0);
+    }
+}
+
+static void body_deliver_end(gb_http_conn_t *conn)
+{
+    gb_error_t e;
+
+    conn->body_end_pending = false;
+    conn->body_ended = true;
+    gb_error_clear(&e);
+    gb_error_set(&e, conn->body_err_status, conn->body_err_code, NULL, "%s",
+                 conn->body_err_message);
+    conn->body_on_end(&conn->req, &e, conn->body_ctx);
+    if (conn->phase == GB_HTTP_PHASE_HANDLING) {
+        conn_after_io(conn); /* the timer is spent: let the phase set it again */
+    }
+}
+
+void gb_http_req_body_stream(gb_http_req_t *req, gb_http_body_chunk_cb on_chunk,
+                             gb_http_body_end_cb on_end, void *ctx)
+{
+    gb_http_conn_t *conn = gb_container_of(req, gb_http_conn_t, req);
+
+    GB_ASSERT(req->state == GB_HTTP_REQ_HANDLER && conn->streamed && !conn->body_reading);
+    conn->body_reading = true;
+    conn->body_on_chunk = on_chunk;
+    conn->body_on_end = on_end;
+    conn->body_ctx = ctx;
+    if (conn->body_err_status != 0) {
+        /* It ended before anyone read it. */
+        conn->body_end_pending = true;
+        uv_timer_start(&conn->timer, on_conn_timer, 0, 0);
+        return;
+    }
+    if (conn->continue_wanted) {
+        conn->continue_wanted = false;
+        send_continue(conn);
+    }
+    if (conn->processing) {
+        /* Called from the handler that conn_run dispatched: it goes on parsing on return. */
+        conn->phase = GB_HTTP_PHASE_BODY;
+        return;
+    }
+    conn_resume_later(conn, true);
+    conn_after_io(conn);
+}
+
+void gb_http_req_body_resume(gb_http_req_t *req)
+{
+    gb_http_conn_t *conn = gb_container_of(req, gb_http_conn_t, req);
+
+    if (conn->phase != GB_HTTP_PHASE_PAUSED || conn->body_ended) {
+        return;
+    }
+    if (conn->processing) {
+        conn->phase = GB_HTTP_PHASE_BODY;
+        return;
+    }
+    conn_resume_later(conn, true);
+    conn_after_io(conn);
 }
 
 /* ---- streams ---- */
@@ -1417,6 +1651,9 @@ void gb_http_stream_start(gb_http_req_t *req, const char *content_type, const ch
     GB_ASSERT(req->state == GB_HTTP_REQ_HANDLER);
     req->status = 200;
     req->state = GB_HTTP_REQ_STREAM;
+    conn->body_ended = true;
+    conn->body_end_pending = false;
+    conn->body_resume = false;
     conn->stream_on_close = on_close;
     conn->stream_ctx = ctx;
     conn->stream_max_queued = max_queued;
@@ -1487,6 +1724,14 @@ void gb_http_stream_end(gb_http_req_t *req)
 
 void gb_http__conn_shutdown(gb_http_conn_t *conn)
 {
+    if (conn->streamed && conn->req.state == GB_HTTP_REQ_HANDLER && !conn->body_complete &&
+        conn->phase != GB_HTTP_PHASE_CLOSING) {
+        /* A body still arriving could hold the shutdown for as long as its client likes: it
+         * ends here, and the handler answers once its own work is done. */
+        body_fail(conn, 503, "unavailable", "the server is shutting down; send the request again");
+        conn_after_io(conn);
+        return;
+    }
     switch (conn->phase) {
     case GB_HTTP_PHASE_HANDLING:
     case GB_HTTP_PHASE_WRITING:
@@ -1494,7 +1739,10 @@ void gb_http__conn_shutdown(gb_http_conn_t *conn)
         conn->keep_alive = false;
         break;
     case GB_HTTP_PHASE_STREAM:
-        gb_http_stream_end(&conn->req);
+        /* A live stream has no end to reach: what is still queued for a slow reader is dropped
+         * rather than holding the shutdown up until the write timeout. */
+        conn->stream_ending = true;
+        conn_close(conn);
         break;
     case GB_HTTP_PHASE_CLOSING:
         break;

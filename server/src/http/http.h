@@ -53,7 +53,8 @@ struct gb_http_req {
     gb_str_t query;                      /* read-only: raw query string after '?', may be empty */
     gb_http_header_t *headers;           /* read-only */
     size_t nheaders;                     /* read-only */
-    gb_buf_t body;                       /* read-only: the whole (de-chunked) body */
+    gb_buf_t body;                       /* read-only: the whole (de-chunked) body; empty on a
+                                            streamed route (see gb_http_req_body_stream) */
     gb_str_t params[GB_HTTP_MAX_PARAMS]; /* read-only: router captures ({serial} etc.), decoded */
     size_t nparams;                      /* read-only */
     const char *route;     /* read-only: the matched route pattern, for metrics and logs */
@@ -95,6 +96,40 @@ void gb_http_respond_error(gb_http_req_t *req, const gb_error_t *err);
 void gb_http_respond_errorf(gb_http_req_t *req, int status, const char *code, const char *fmt, ...)
     GB_PRINTF(4, 5);
 
+/* ---- streamed request bodies ----
+ * A route added with gb_http_router_add_streamed() takes bodies too large to hold: its handler
+ * runs as soon as the request's head is in, before any of the body is read, and req->body
+ * stays empty. A Content-Length over the route's limit is refused with 413 before that.
+ *
+ * The handler may answer at once without reading the body (401, 403, 415...): the connection
+ * then closes after the answer (the unread body could not be told from a next request), and a
+ * client that sent "Expect: 100-continue" is spared the upload. Or it calls
+ * gb_http_req_body_stream() (once, now or from a later callback) and the body comes in pieces:
+ *   - on_chunk gets each piece (borrowed: valid during the call only) and returns 0 for more, or
+ *     GB_HTTP_BODY_PAUSE: it keeps that piece, and no more is read from the socket (so memory
+ *     stays bounded) until gb_http_req_body_resume(). No body timer runs while paused.
+ *   - on_end fires once: err NULL when the whole body has arrived; else err says why it ended
+ *     early, as the answer the client should get: 413 body_too_large (a chunked body passed the
+ *     limit), 408 request_timeout (no byte for body_timeout_ms while reading), 400 bad_request
+ *     (malformed chunked framing), 400 incomplete_body (the client went away; the answer then
+ *     goes nowhere, see gb_http_req_gone) or 503 unavailable (the server is shutting down).
+ * Neither fires once the handler has answered, which it may do at any time, from inside
+ * on_chunk as well; it must answer exactly once, after on_end at the latest, even when the
+ * client has gone (that releases the request). After an early end the connection closes.
+ * Callbacks never fire from inside gb_http_req_body_stream() or gb_http_req_body_resume(): the
+ * reading goes on from the loop. A handler that holds a piece's work in flight (a database
+ * write) pauses, so at most one such piece is outstanding; on_end may still fire while it is
+ * paused (client gone, shutdown), and the handler then answers once its work is done. */
+#define GB_HTTP_BODY_PAUSE 1
+typedef int (*gb_http_body_chunk_cb)(gb_http_req_t *req, const char *data, size_t len, void *ctx);
+typedef void (*gb_http_body_end_cb)(gb_http_req_t *req, const gb_error_t *err, void *ctx);
+/* Starts reading a streamed route's body (see above); asserts that the route is streamed and
+ * that the body is not being read already. */
+void gb_http_req_body_stream(gb_http_req_t *req, gb_http_body_chunk_cb on_chunk,
+                             gb_http_body_end_cb on_end, void *ctx);
+/* Goes on reading after on_chunk returned GB_HTTP_BODY_PAUSE; does nothing otherwise. */
+void gb_http_req_body_resume(gb_http_req_t *req);
+
 /* ---- streams (server-sent events) ----
  * gb_http_stream_start() sends the status line and headers (no Content-Length; the connection
  * is not reused). Writes are queued; when more than max_queued bytes are waiting for a slow
@@ -117,6 +152,10 @@ gb_http_router_t *gb_http_router_new(void);
 void gb_http_router_free(gb_http_router_t *r);
 void gb_http_router_add(gb_http_router_t *r, gb_http_method_t method, const char *pattern,
                         gb_http_handler_cb cb, void *ctx);
+/* A route whose handler runs once the head is in and reads the body in pieces, up to
+ * max_body_bytes (0: the server's max_body_bytes); see "streamed request bodies" above. */
+void gb_http_router_add_streamed(gb_http_router_t *r, gb_http_method_t method, const char *pattern,
+                                 size_t max_body_bytes, gb_http_handler_cb cb, void *ctx);
 /* Calls fn once per registered route, in registration order. */
 void gb_http_router_foreach(const gb_http_router_t *r,
                             void (*fn)(gb_http_method_t method, const char *pattern, void *arg),
@@ -129,10 +168,12 @@ typedef struct gb_http_config {
     const char *listen;         /* "host:port"; port 0 picks a free one */
     const char *web_dir;        /* static files root, NULL for none */
     size_t max_header_bytes;    /* request line + headers; over it: 431 */
-    size_t max_body_bytes;      /* over it: 413, checked as bytes arrive */
+    size_t max_body_bytes;      /* over it: 413, checked as bytes arrive (streamed routes have
+                                   their own limit) */
     unsigned max_connections;   /* over it: new connections get a 503 and are closed */
     unsigned header_timeout_ms; /* a request's head must arrive within this */
-    unsigned body_timeout_ms;   /* a request's body must arrive within this */
+    unsigned body_timeout_ms;   /* a request's body must arrive within this; a streamed body
+                                   must not stall this long while it is read */
     unsigned idle_timeout_ms;   /* keep-alive connection with no request */
     unsigned write_timeout_ms;  /* a response write that makes no progress for this long closes */
     int backlog;

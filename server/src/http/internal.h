@@ -69,7 +69,9 @@ typedef struct gb_http__match {
     const char *pattern;           /* route->pattern, or a pattern matching another method */
     gb_http_handler_cb cb;
     void *ctx;
-    unsigned allow; /* bit (1 << method) for each method whose pattern matches */
+    bool streamed;   /* the route takes its body in pieces (gb_http_router_add_streamed) */
+    size_t max_body; /* a streamed route's body limit; 0: the server's max_body_bytes */
+    unsigned allow;  /* bit (1 << method) for each method whose pattern matches */
     gb_str_t params[GB_HTTP_MAX_PARAMS];
     size_t nparams;
 } gb_http__match_t;
@@ -80,6 +82,9 @@ typedef struct gb_http__match {
  * HEAD request falls back to the GET route of the same path. */
 int gb_http__router_match(const gb_http_router_t *r, gb_http_method_t method, gb_str_t raw_path,
                           gb_arena_t *arena, gb_http__match_t *m);
+/* False when no streamed route serves method: the request need not be matched before its body
+ * (the agents' hot path is spared a second match). */
+bool gb_http__router_may_stream(const gb_http_router_t *r, gb_http_method_t method);
 /* Writes the Allow header value for an allow mask ("GET, HEAD, POST") into out. */
 void gb_http__allow_header(unsigned allow, gb_buf_t *out);
 
@@ -142,6 +147,7 @@ typedef enum gb_http__phase {
     GB_HTTP_PHASE_HEAD,     /* a request line and headers are arriving: header timer */
     GB_HTTP_PHASE_BODY,     /* headers done, the body is arriving: body timer */
     GB_HTTP_PHASE_HANDLING, /* a handler owns the request; no timer (the handler bounds it) */
+    GB_HTTP_PHASE_PAUSED,   /* a streamed body's reader asked for a pause: not reading, no timer */
     GB_HTTP_PHASE_WRITING,  /* the response is queued in libuv: write timer */
     GB_HTTP_PHASE_RESUME,   /* answered from a foreign stack; parsing resumes next iteration */
     GB_HTTP_PHASE_STREAM,   /* an event stream owns the connection: write timer while queued */
@@ -150,7 +156,8 @@ typedef enum gb_http__phase {
                             */
 } gb_http__phase_t;
 
-/* Request states (req->state). */
+/* Request states (req->state). A streamed request (gb_http_router_add_streamed) is dispatched
+ * when its head is in, so it is in GB_HTTP_REQ_HANDLER while its body arrives. */
 enum {
     GB_HTTP_REQ_NONE = 0, /* being parsed, or no request */
     GB_HTTP_REQ_HANDLER,  /* dispatched; a handler must answer */
@@ -203,6 +210,26 @@ struct gb_http_conn {
     const char *err_code;
     const char *err_message;
     uint64_t start_ns; /* when the current request began (uv_hrtime) */
+
+    /* The current request's body: its limit, and the state of a streamed one. */
+    size_t body_limit;   /* max_body_bytes, or the streamed route's own limit */
+    uint64_t body_bytes; /* body bytes received so far */
+    gb_http_body_chunk_cb body_on_chunk;
+    gb_http_body_end_cb body_on_end;
+    void *body_ctx;
+    const char *body_err_code; /* with body_err_status: why the body ended early */
+    const char *body_err_message;
+    int body_err_status;   /* 0 while the body has not ended early */
+    bool need_execute;     /* llhttp paused inside a message and must run again, on no bytes */
+    bool streamed;         /* the route takes its body in pieces; dispatched after the head */
+    bool dispatch_early;   /* scratch: conn_run dispatches right after the head */
+    bool body_reading;     /* the handler called gb_http_req_body_stream() */
+    bool body_complete;    /* the parser reached the end of the message */
+    bool body_ended;       /* on_end fired or the handler answered: no body callback follows */
+    bool body_resume;      /* PHASE_RESUME goes on with the body, not with the next request */
+    bool body_paused_now;  /* scratch: on_chunk asked for a pause from inside llhttp */
+    bool continue_wanted;  /* Expect: 100-continue, answered when the handler starts reading */
+    bool body_end_pending; /* an early end waits for the timer to tell the handler */
 
     gb_buf_t out; /* the response head; also holds whatever a write left for libuv */
     uv_write_t write_req;

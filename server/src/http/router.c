@@ -1,7 +1,9 @@
 /* router: method + path pattern -> handler. Patterns are split into segments once, at
  * registration; a request's raw path is split per request and compared segment by segment, so
  * an encoded slash inside a capture ("A%2FB") stays one segment. Captures are decoded into the
- * request's arena. The most specific pattern wins: literals beat captures, leftmost first. */
+ * request's arena. The most specific pattern wins: literals beat captures, leftmost first. A
+ * streamed route (its body read in pieces by the handler) carries its own body limit, which the
+ * connection looks up when a request's head is in. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,12 +26,15 @@ struct gb_http__route {
     uint64_t literal_bits; /* bit (63 - i) set when segment i is literal: higher is more specific */
     gb_http_handler_cb cb;
     void *ctx;
+    bool streamed;   /* the handler runs after the head and reads the body in pieces */
+    size_t max_body; /* a streamed route's body limit; 0: the server's */
 };
 
 struct gb_http_router {
     gb_http__route_t *routes;
     size_t nroutes;
     size_t cap;
+    unsigned streamed_methods; /* bit (1 << method) for each method a streamed route serves */
 };
 
 gb_http_router_t *gb_http_router_new(void)
@@ -90,6 +95,23 @@ void gb_http_router_add(gb_http_router_t *r, gb_http_method_t method, const char
         p = slash + 1;
     }
     GB_ASSERT(ncaptures <= GB_HTTP_MAX_PARAMS);
+}
+
+void gb_http_router_add_streamed(gb_http_router_t *r, gb_http_method_t method, const char *pattern,
+                                 size_t max_body_bytes, gb_http_handler_cb cb, void *ctx)
+{
+    gb_http_router_add(r, method, pattern, cb, ctx);
+    r->routes[r->nroutes - 1].streamed = true;
+    r->routes[r->nroutes - 1].max_body = max_body_bytes;
+    r->streamed_methods |= 1u << method;
+    if (method == GB_HTTP_GET) {
+        r->streamed_methods |= 1u << GB_HTTP_HEAD; /* HEAD falls back to the GET route */
+    }
+}
+
+bool gb_http__router_may_stream(const gb_http_router_t *r, gb_http_method_t method)
+{
+    return (r->streamed_methods & (1u << method)) != 0;
 }
 
 void gb_http_router_foreach(const gb_http_router_t *r,
@@ -190,6 +212,8 @@ int gb_http__router_match(const gb_http_router_t *r, gb_http_method_t method, gb
     m->pattern = best->pattern;
     m->cb = best->cb;
     m->ctx = best->ctx;
+    m->streamed = best->streamed;
+    m->max_body = best->max_body;
     for (size_t i = 0; i < best->nsegs; i++) {
         if (!best->segs[i].capture) {
             continue;
