@@ -18,12 +18,20 @@
 #include "api/internal.h"
 #include "protocol/protocol.h"
 
+/* One item of a batch: an agent's request, or a technician's action on one device. Both change
+ * the device's working copy, so both go through the same batches: their order is the order
+ * they arrived in, and neither can overwrite the other's change. */
 typedef struct ingest_req {
     gb_pg_batch_item_t item;
     gb_http_req_t *req;
-    gb_proto_request_t pr;
+    gb_proto_request_t pr;      /* for an action: only serial and serial_len */
+    gb_api_action_t action;     /* GB_API_ACTION_NONE for an agent's messages */
+    const char *actor;          /* action: the token's name */
+    const char *arg;            /* action: the note's text or the slot (NULL clears it) */
+    int action_rc;              /* action: gb_dev_retry's refusal, answered 409 */
     gb_fleet_dev_t *fdev;       /* set when the batch forms */
     bool refused;               /* answered 503 at batch time (device being rebuilt) */
+    bool missing;               /* action: the device is gone */
     struct ingest_req *waiting; /* next request waiting for the same rebuild */
 } ingest_req_t;
 
@@ -43,14 +51,30 @@ typedef struct rebuild_op {
 
 static const char SQL_UPSERT_DEVICES[] =
     "INSERT INTO devices (serial, status, stage, attempt, diagnosis, max_seq, last_seen, state, "
-    "needs_rebuild, updated_at) "
-    "SELECT s, st, sg, a, dg, m, ls, j, nr, now() FROM unnest($1::text[], $2::text[], $3::text[], "
-    "$4::int[], $5::text[], $6::bigint[], $7::timestamptz[], $8::jsonb[], $9::bool[]) "
-    "AS u(s, st, sg, a, dg, m, ls, j, nr) "
+    "snap_seq, needs_rebuild, slot, updated_at) "
+    "SELECT s, st, sg, a, dg, m, ls, j, CASE WHEN j IS NULL THEN 0 ELSE m END, nr, sl, now() "
+    "FROM unnest($1::text[], $2::text[], "
+    "$3::text[], $4::int[], $5::text[], $6::bigint[], $7::timestamptz[], $8::jsonb[], $9::bool[], "
+    "$10::text[]) AS u(s, st, sg, a, dg, m, ls, j, nr, sl) "
     "ON CONFLICT (serial) DO UPDATE SET status = EXCLUDED.status, stage = EXCLUDED.stage, "
     "attempt = EXCLUDED.attempt, diagnosis = EXCLUDED.diagnosis, max_seq = EXCLUDED.max_seq, "
-    "last_seen = EXCLUDED.last_seen, state = EXCLUDED.state, "
-    "needs_rebuild = devices.needs_rebuild OR EXCLUDED.needs_rebuild, updated_at = now()";
+    "last_seen = EXCLUDED.last_seen, state = coalesce(EXCLUDED.state, devices.state), "
+    "snap_seq = CASE WHEN EXCLUDED.state IS NULL THEN devices.snap_seq ELSE EXCLUDED.max_seq END, "
+    "needs_rebuild = devices.needs_rebuild OR EXCLUDED.needs_rebuild, slot = EXCLUDED.slot, "
+    "updated_at = now()";
+
+/* A device's snapshot (its whole state as JSON, a kilobyte or more) is written when the device
+ * is new, after an action or a rebuild, and otherwise once every SNAPSHOT_EVERY messages; its
+ * row's other columns and its stage runs are written with it, and whenever its status, attempt,
+ * diagnosis or slot changes (row_changed). snap_seq says which seq the stored snapshot reaches;
+ * at start the messages above it are replayed onto it (fleet.c). The events are written every
+ * time: they are the truth, and the reply waits for them. */
+#define SNAPSHOT_EVERY 32
+
+static const char SQL_INSERT_ACTIONS[] =
+    "INSERT INTO device_actions (serial, at, actor, action, detail, after_seq) "
+    "SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::jsonb[], "
+    "$6::bigint[])";
 
 static const char SQL_INSERT_EVENTS[] =
     "INSERT INTO events (serial, seq, type, at, body) "
@@ -81,15 +105,18 @@ enum {
     D_LASTSEEN,
     D_STATE,
     D_REBUILD,
+    D_SLOT,
     D_COUNT
 };
 enum { E_SERIAL, E_SEQ, E_TYPE, E_AT, E_BODY, E_COUNT };
+enum { A_SERIAL, A_AT, A_ACTOR, A_ACTION, A_DETAIL, A_AFTER, A_COUNT };
 enum { R_SERIAL, R_IDX, R_ATTEMPT, R_STAGE, R_STATE, R_START, R_END, R_HRESULT, R_COUNT };
 
 typedef struct batch_rows {
     gb_pg_array_t dev[D_COUNT];
     gb_pg_array_t ev[E_COUNT];
     gb_pg_array_t run[R_COUNT];
+    gb_pg_array_t act[A_COUNT];
     gb_buf_t scratch;
 } batch_rows_t;
 
@@ -103,6 +130,9 @@ static void rows_init(batch_rows_t *r)
     }
     for (size_t i = 0; i < R_COUNT; i++) {
         gb_pg_array_init(&r->run[i]);
+    }
+    for (size_t i = 0; i < A_COUNT; i++) {
+        gb_pg_array_init(&r->act[i]);
     }
     gb_buf_init(&r->scratch);
 }
@@ -118,10 +148,16 @@ static void rows_dispose(batch_rows_t *r)
     for (size_t i = 0; i < R_COUNT; i++) {
         gb_pg_array_dispose(&r->run[i]);
     }
+    for (size_t i = 0; i < A_COUNT; i++) {
+        gb_pg_array_dispose(&r->act[i]);
+    }
     gb_buf_dispose(&r->scratch);
 }
 
-static void add_device_row(batch_rows_t *r, const gb_dev_t *d, bool needs_rebuild)
+/* The device's row; its snapshot (the whole state as JSON) only when with_snapshot, else NULL
+ * and the stored one stays (see SNAPSHOT_EVERY). */
+static void add_device_row(batch_rows_t *r, const gb_dev_t *d, bool needs_rebuild,
+                           bool with_snapshot)
 {
     const gb_diagnosis_t *diag = gb_dev_diagnosis(d);
     gb_pg_array_cstr(&r->dev[D_SERIAL], d->serial);
@@ -139,10 +175,57 @@ static void add_device_row(batch_rows_t *r, const gb_dev_t *d, bool needs_rebuil
     }
     gb_pg_array_i64(&r->dev[D_MAXSEQ], (int64_t)d->max_seq);
     gb_pg_array_time_ms(&r->dev[D_LASTSEEN], d->last_seen_ms);
-    gb_buf_reset(&r->scratch);
-    gb_proto_snapshot_encode(d, &r->scratch);
-    gb_pg_array_text(&r->dev[D_STATE], r->scratch.data, r->scratch.len);
+    if (with_snapshot) {
+        gb_buf_reset(&r->scratch);
+        gb_proto_snapshot_encode(d, &r->scratch);
+        gb_pg_array_text(&r->dev[D_STATE], r->scratch.data, r->scratch.len);
+    } else {
+        gb_pg_array_null(&r->dev[D_STATE]);
+    }
     gb_pg_array_cstr(&r->dev[D_REBUILD], needs_rebuild ? "t" : "f");
+    gb_pg_array_cstr(&r->dev[D_SLOT], d->slot);
+}
+
+/* The action's row: detail holds the note's text or the slot; after_seq places a retry among
+ * the stored messages for a later rebuild. */
+static void add_action_row(batch_rows_t *r, const ingest_req_t *ir, const gb_dev_t *d,
+                           int64_t at_ms)
+{
+    gb_pg_array_cstr(&r->act[A_SERIAL], d->serial);
+    gb_pg_array_time_ms(&r->act[A_AT], at_ms);
+    gb_pg_array_cstr(&r->act[A_ACTOR], ir->actor);
+    gb_pg_array_cstr(&r->act[A_ACTION], gb_api_action_id(ir->action));
+    gb_buf_reset(&r->scratch);
+    if (ir->action == GB_API_ACTION_NOTE || ir->action == GB_API_ACTION_ASSIGN_SLOT) {
+        gb_buf_append_str(&r->scratch,
+                          ir->action == GB_API_ACTION_NOTE ? "{\"text\":" : "{\"slot\":");
+        if (ir->arg != NULL) {
+            gb_json_quote(&r->scratch, ir->arg, strlen(ir->arg));
+        } else {
+            gb_buf_append_str(&r->scratch, "null");
+        }
+        gb_buf_append_str(&r->scratch, "}");
+    } else {
+        gb_buf_appendf(&r->scratch, "{\"attempt\":%u}", d->attempt);
+    }
+    gb_pg_array_text(&r->act[A_DETAIL], r->scratch.data, r->scratch.len);
+    gb_pg_array_i64(&r->act[A_AFTER], (int64_t)d->max_seq);
+}
+
+/* Applies a technician's action to the working copy; false when it does not apply (a retry of
+ * a device that is not red: answered 409, nothing stored for it). */
+static bool apply_action(ingest_req_t *ir, gb_dev_t *work, int64_t now_ms)
+{
+    switch (ir->action) {
+    case GB_API_ACTION_RETRY:
+        ir->action_rc = gb_dev_retry(work, now_ms);
+        return ir->action_rc == 0;
+    case GB_API_ACTION_ASSIGN_SLOT:
+        gb_dev_set_slot(work, ir->arg);
+        return true;
+    default:
+        return true;
+    }
 }
 
 static void add_event_row(batch_rows_t *r, const char *serial, const gb_msg_t *m)
@@ -176,6 +259,23 @@ static void add_run_rows(batch_rows_t *r, const gb_dev_t *d, uint32_t from)
             gb_pg_array_null(&r->run[R_HRESULT]);
         }
     }
+}
+
+/* Whether a device's stored row must follow at once: the columns people query by (status,
+ * attempt, diagnosis, slot) changed. Otherwise the row, like the snapshot, is written once every
+ * SNAPSHOT_EVERY messages: most messages (stage progress, downloads, apps, heartbeats) then cost
+ * one event row and nothing else. */
+static bool row_changed(const gb_dev_t *before, const gb_dev_t *after)
+{
+    const gb_diagnosis_t *a = gb_dev_diagnosis(before), *b = gb_dev_diagnosis(after);
+    if (before->status != after->status || before->attempt != after->attempt ||
+        (a == NULL) != (b == NULL) || (a != NULL && a->code != b->code)) {
+        return true;
+    }
+    if ((before->slot == NULL) != (after->slot == NULL)) {
+        return true;
+    }
+    return before->slot != NULL && strcmp(before->slot, after->slot) != 0;
 }
 
 /* The first run of after that differs from before (or is new). */
@@ -215,6 +315,10 @@ static bool on_batch_build(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, gb_pg_
     for (gb_pg_batch_item_t *it = items; it != NULL; it = it->next) {
         ingest_req_t *ir = gb_container_of(it, ingest_req_t, item);
         gb_fleet_dev_t *fd = gb_fleet_find(&api->fleet, ir->pr.serial, ir->pr.serial_len);
+        if (fd == NULL && ir->action != GB_API_ACTION_NONE) {
+            ir->missing = true;
+            continue;
+        }
         if (fd == NULL) {
             fd = gb_fleet_add(&api->fleet, ir->pr.serial, ir->pr.serial_len);
             gb_dev_set_imported(&fd->dev, false);
@@ -225,20 +329,34 @@ static bool on_batch_build(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, gb_pg_
         }
         ir->fdev = fd;
         if (!fd->has_work) {
-            gb_dev_copy(&fd->work, &fd->dev);
+            fd->work = gb_xmalloc(sizeof(*fd->work));
+            gb_dev_copy(fd->work, &fd->dev);
             fd->has_work = true;
+            fd->snap_now = !fd->in_db;
             fd->gap = fd->stale; /* a failed rebuild is retried with this batch */
             n_devices++;
         }
+        if (ir->action != GB_API_ACTION_NONE) {
+            if (apply_action(ir, fd->work, ctx.received_ms)) {
+                add_action_row(&rows, ir, fd->work, ctx.received_ms);
+                /* A replay at start-up repeats stored messages, not actions: the state after an
+                 * action must be in a snapshot. */
+                fd->snap_now = true;
+            }
+            continue;
+        }
         size_t n = ir->pr.n_msgs;
-        if (gb_msg_batch_prepare(&fd->work, ir->pr.msgs, &n)) {
+        if (gb_msg_batch_prepare(fd->work, ir->pr.msgs, &n)) {
             fd->gap = true;
         }
-        ctx.hybrid_join = fd->work.profile_hybrid;
-        gb_dev_set_last_arrival(&fd->work, ctx.received_ms);
-        (void)gb_dev_apply_batch(&fd->work, &ctx, ir->pr.msgs, n);
+        /* The profile's hybrid-join warning is shown from the profile itself (gb_dev_warnings),
+         * not recorded by the messages: a profile changed later must not leave it behind. */
+        ctx.hybrid_join = false;
+        ctx.esp_timeout_min = gb_api__profile_esp_timeout_min(api, fd->work);
+        gb_dev_set_last_arrival(fd->work, ctx.received_ms);
+        (void)gb_dev_apply_batch(fd->work, &ctx, ir->pr.msgs, n);
         for (size_t i = 0; i < n; i++) {
-            add_event_row(&rows, fd->work.serial, &ir->pr.msgs[i]);
+            add_event_row(&rows, fd->work->serial, &ir->pr.msgs[i]);
         }
     }
     /* One row per device of the batch, written once with its final working state. */
@@ -249,8 +367,21 @@ static bool on_batch_build(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, gb_pg_
             continue;
         }
         fd->row_added = true;
-        add_device_row(&rows, &fd->work, fd->gap);
-        add_run_rows(&rows, &fd->work, first_changed_run(&fd->dev, &fd->work));
+        uint32_t changed = first_changed_run(&fd->dev, fd->work);
+        if (changed < fd->runs_dirty_from) {
+            fd->runs_dirty_from = changed;
+        }
+        if (fd->gap || fd->snap_applied == 0 ||
+            fd->work->n_applied - fd->snap_applied >= SNAPSHOT_EVERY) {
+            fd->snap_now = true;
+        }
+        fd->row_now = fd->snap_now || fd->row_stale || row_changed(&fd->dev, fd->work);
+        if (fd->row_now) {
+            add_device_row(&rows, fd->work, fd->gap, fd->snap_now);
+            if (fd->runs_dirty_from < fd->work->n_runs) {
+                add_run_rows(&rows, fd->work, fd->runs_dirty_from);
+            }
+        }
     }
     for (gb_pg_batch_item_t *it = items; it != NULL; it = it->next) {
         ingest_req_t *ir = gb_container_of(it, ingest_req_t, item);
@@ -265,17 +396,25 @@ static bool on_batch_build(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, gb_pg_
     const char **dp = params_from(arena, rows.dev, D_COUNT);
     const char **ep = params_from(arena, rows.ev, E_COUNT);
     const char **rp = params_from(arena, rows.run, R_COUNT);
+    const char **ap = params_from(arena, rows.act, A_COUNT);
+    bool any_rows = rows.dev[D_SERIAL].n > 0;
     bool any_events = rows.ev[E_SERIAL].n > 0;
     bool any_runs = rows.run[R_SERIAL].n > 0;
+    bool any_actions = rows.act[A_SERIAL].n > 0;
     rows_dispose(&rows);
 
     gb_pg_query_init(q, "BEGIN", 0, NULL, q->cb);
-    gb_pg_query_add(q, SQL_UPSERT_DEVICES, D_COUNT, dp);
+    if (any_rows) {
+        gb_pg_query_add(q, SQL_UPSERT_DEVICES, D_COUNT, dp);
+    }
     if (any_events) {
         gb_pg_query_add(q, SQL_INSERT_EVENTS, E_COUNT, ep);
     }
     if (any_runs) {
         gb_pg_query_add(q, SQL_UPSERT_RUNS, R_COUNT, rp);
+    }
+    if (any_actions) {
+        gb_pg_query_add(q, SQL_INSERT_ACTIONS, A_COUNT, ap);
     }
     gb_pg_query_add(q, "COMMIT", 0, NULL);
     api->ingest_devices_total += n_devices;
@@ -292,6 +431,31 @@ static void reply_ok(gb_http_req_t *req, const gb_dev_t *dev)
 }
 
 static rebuild_op_t *start_rebuild(gb_api_t *api, gb_fleet_dev_t *fd);
+
+/* A technician's action has been through a batch: answer it. */
+static void reply_action(gb_api_t *api, ingest_req_t *ir, int err)
+{
+    if (ir->missing) {
+        gb_http_respond_errorf(ir->req, 404, "not_found", "no device has this serial");
+    } else if (ir->refused) {
+        gb_http_respond_errorf(ir->req, 503, "unavailable",
+                               "the device's state is being rebuilt; retry shortly");
+    } else if (err != 0) {
+        gb_http_respond_errorf(ir->req, 503, "unavailable",
+                               "the database is unavailable (%s); the action was not recorded",
+                               err == GB_EDB ? "it refused the batch" : gb_strerror(err));
+    } else if (ir->action_rc == GB_EBUSY) {
+        gb_http_respond_errorf(ir->req, 409, "conflict",
+                               "the device has used every attempt it may have (%d)",
+                               GB_DEV_MAX_ATTEMPTS);
+    } else if (ir->action_rc != 0) {
+        gb_http_respond_errorf(ir->req, 409, "conflict",
+                               "only a red device can be retried; this one is %s",
+                               gb_dev_status_id(ir->fdev->dev.status));
+    } else {
+        gb_api__device_detail_respond(api, ir->req, ir->fdev);
+    }
+}
 
 /* The rebuild just started for fd (in the list this batch's completion started), or NULL. */
 static rebuild_op_t *started_rebuild(rebuild_op_t *started, const gb_fleet_dev_t *fd)
@@ -321,8 +485,18 @@ static void on_batch_done(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, int err
         fd->has_work = false;
         if (err == 0) {
             gb_dev_dispose(&fd->dev);
-            fd->dev = fd->work; /* plain move: the state holds no pointer to itself */
+            fd->dev = *fd->work; /* plain move: the state holds no pointer to itself */
+            free(fd->work);
+            fd->work = NULL;
+            if (fd->snap_now) {
+                fd->snap_applied = fd->dev.n_applied;
+            }
+            if (fd->row_now) {
+                fd->runs_dirty_from = UINT32_MAX;
+                fd->row_stale = false;
+            }
             fd->in_db = true;
+            gb_api__device_changed(api, fd);
             if (fd->gap) {
                 fd->gap = false;
                 fd->stale = true; /* until a rebuild has been saved */
@@ -333,7 +507,9 @@ static void on_batch_done(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, int err
                 }
             }
         } else {
-            gb_dev_dispose(&fd->work);
+            gb_dev_dispose(fd->work);
+            free(fd->work);
+            fd->work = NULL;
             fd->gap = false;
         }
     }
@@ -355,6 +531,10 @@ static void on_batch_done(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, int err
         next = it->next;
         ingest_req_t *ir = gb_container_of(it, ingest_req_t, item);
         rebuild_op_t *op;
+        if (ir->action != GB_API_ACTION_NONE) {
+            reply_action(api, ir, err);
+            continue;
+        }
         if (ir->refused) {
             gb_http_respond_errorf(ir->req, 503, "unavailable",
                                    "the device's state is being rebuilt; retry shortly");
@@ -397,6 +577,15 @@ static void rebuild_finish(rebuild_op_t *op)
     free(op);
 }
 
+static void copy_identity(gb_dev_t *dst, const gb_dev_t *src)
+{
+    gb_dev_set_group_tag(dst, src->group_tag);
+    gb_dev_set_assigned_user(dst, src->assigned_user);
+    gb_dev_set_profile(dst, src->profile, src->profile_hybrid);
+    gb_dev_set_slot(dst, src->slot);
+    gb_dev_set_imported(dst, src->imported);
+}
+
 /* Phase 2: the rebuilt state is saved (or not); publish it or keep the old one. */
 static void on_rebuild_saved(gb_pg_query_t *q, int err, PGresult *const *results, size_t nresults)
 {
@@ -407,9 +596,16 @@ static void on_rebuild_saved(gb_pg_query_t *q, int err, PGresult *const *results
                op->fdev->dev.serial, gb_strerror(err));
         gb_dev_dispose(&op->dev);
     } else {
+        /* The identity may have changed while the rebuild ran (an import, a profile, a slot):
+         * the published state has the newest; the rebuilt one has the messages. */
+        copy_identity(&op->dev, &op->fdev->dev);
         gb_dev_dispose(&op->fdev->dev);
         op->fdev->dev = op->dev;
         op->fdev->stale = false;
+        op->fdev->snap_applied = op->dev.n_applied;
+        op->fdev->runs_dirty_from = UINT32_MAX;
+        op->fdev->row_stale = false;
+        gb_api__device_changed(op->api, op->fdev);
     }
     rebuild_finish(op);
 }
@@ -420,20 +616,22 @@ static void on_rebuild_loaded(gb_pg_query_t *q, int err, PGresult *const *result
     rebuild_op_t *op = gb_container_of(q, rebuild_op_t, query);
     gb_fleet_dev_t *fd = op->fdev;
 
-    if (err != 0 || nresults != 1) {
+    if (err != 0 || nresults != 2) {
         gb_log(GB_LOG_WARN, "ingest", "loading the events of %s failed: %s", fd->dev.serial,
                gb_strerror(err != 0 ? err : GB_EDB));
         rebuild_finish(op);
         return;
     }
-    gb_apply_ctx_t ctx = {.received_ms = GB_TIME_NONE, .hybrid_join = fd->dev.profile_hybrid};
+    gb_apply_ctx_t ctx = {.received_ms = GB_TIME_NONE,
+                          .hybrid_join = false,
+                          .esp_timeout_min = gb_api__profile_esp_timeout_min(op->api, &fd->dev)};
     gb_dev_copy(&op->dev, &fd->dev);
-    gb_fleet_rebuild_from_rows(&op->dev, &ctx, results[0]);
+    gb_fleet_rebuild_from_rows(&op->dev, &ctx, results[0], results[1]);
 
     batch_rows_t rows_b;
     gb_pg_array_t del[2];
     rows_init(&rows_b);
-    add_device_row(&rows_b, &op->dev, false);
+    add_device_row(&rows_b, &op->dev, false, true);
     add_run_rows(&rows_b, &op->dev, 0);
     gb_pg_array_init(&del[0]);
     gb_pg_array_init(&del[1]);
@@ -480,8 +678,8 @@ static rebuild_op_t *start_rebuild(gb_api_t *api, gb_fleet_dev_t *fd)
     gb_arena_init(&op->arena);
     const char **p = gb_arena_alloc(&op->arena, sizeof(*p));
     p[0] = gb_arena_strndup(&op->arena, fd->dev.serial, strlen(fd->dev.serial));
-    gb_pg_query_init(&op->query, "SELECT body::text FROM events WHERE serial = $1 ORDER BY seq", 1,
-                     p, on_rebuild_loaded);
+    gb_pg_query_init(&op->query, GB_FLEET_SQL_EVENTS, 1, p, on_rebuild_loaded);
+    gb_pg_query_add(&op->query, GB_FLEET_SQL_RETRIES, 1, p);
     fd->rebuilding = true;
     int rc = gb_pg_submit(api->pg, &op->query);
     if (rc < 0) {
@@ -529,6 +727,39 @@ static void on_agent_messages(gb_api_t *api, gb_http_req_t *req, const gb_auth_i
     if (rc < 0) {
         gb_http_respond_errorf(req, 503, "unavailable",
                                "the server cannot store reports right now (%s); retry later",
+                               gb_strerror(rc));
+    }
+}
+
+const char *gb_api_action_id(gb_api_action_t action)
+{
+    switch (action) {
+    case GB_API_ACTION_RETRY:
+        return "retry";
+    case GB_API_ACTION_NOTE:
+        return "note";
+    case GB_API_ACTION_ASSIGN_SLOT:
+        return "assign_slot";
+    default:
+        return "";
+    }
+}
+
+void gb_api__ingest_action(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_t *who,
+                           const char *serial, gb_api_action_t action, const char *arg)
+{
+    ingest_req_t *ir = gb_arena_alloc(&req->arena, sizeof(*ir));
+    memset(ir, 0, sizeof(*ir));
+    ir->req = req;
+    ir->action = action;
+    ir->pr.serial = gb_arena_strndup(&req->arena, serial, strlen(serial));
+    ir->pr.serial_len = strlen(serial);
+    ir->actor = gb_arena_strndup(&req->arena, who->name, strlen(who->name));
+    ir->arg = arg != NULL ? gb_arena_strndup(&req->arena, arg, strlen(arg)) : NULL;
+    int rc = gb_pg_batcher_add(api->batcher, &ir->item);
+    if (rc < 0) {
+        gb_http_respond_errorf(req, 503, "unavailable",
+                               "the server cannot record actions right now (%s); retry later",
                                gb_strerror(rc));
     }
 }

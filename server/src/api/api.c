@@ -127,6 +127,18 @@ void gb_api__route_query_token(gb_api_t *api, gb_http_method_t method, const cha
     add_route(api, method, pattern, need, true, cb);
 }
 
+void gb_api__route_streamed(gb_api_t *api, gb_http_method_t method, const char *pattern,
+                            gb_role_t need, size_t max_body, gb_api_handler_cb cb)
+{
+    gb_api_route_t *r = gb_xcalloc(1, sizeof(*r));
+    r->api = api;
+    r->need = need;
+    r->cb = cb;
+    api->routes = gb_xrealloc(api->routes, (api->nroutes + 1) * sizeof(*api->routes));
+    api->routes[api->nroutes++] = r;
+    gb_http_router_add_streamed(api->router, method, pattern, max_body, on_route, r);
+}
+
 gb_api_t *gb_api_new(const gb_api_deps_t *deps)
 {
     gb_api_t *api = gb_xcalloc(1, sizeof(*api));
@@ -140,18 +152,49 @@ gb_api_t *gb_api_new(const gb_api_deps_t *deps)
     gb_fleet_init(&api->fleet);
     gb_api__session_register(api);
     gb_api__agent_register(api);
+    gb_api__devices_register(api);
+    gb_api__import_register(api);
+    gb_api__profiles_register(api);
+    gb_api__summary_register(api);
+    gb_api__stream_register(api);
+    gb_api__openapi_register(api);
     return api;
 }
 
 int gb_api_load(gb_api_t *api, PGconn *conn, char *err, size_t errlen)
 {
     gb_apply_ctx_t ctx = {.esp_timeout_min = 0, .hybrid_join = false, .received_ms = GB_TIME_NONE};
-    return gb_fleet_load(&api->fleet, conn, &ctx, err, errlen);
+    int rc = gb_api__profiles_load(api, conn, err, errlen);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = gb_fleet_load(&api->fleet, conn, &ctx, err, errlen);
+    if (rc < 0) {
+        return rc;
+    }
+    for (gb_fleet_dev_t *fd = gb_fleet_first_after(&api->fleet, NULL, 0); fd != NULL;
+         fd = gb_fleet_next(&api->fleet, fd)) {
+        gb_api__profile_apply(api, fd);
+    }
+    return 0;
 }
 
 void gb_api_close(gb_api_t *api)
 {
     gb_pg_batcher_close(api->batcher);
+    gb_api__stream_close(api);
+}
+
+void gb_api__device_changed(gb_api_t *api, gb_fleet_dev_t *fd)
+{
+    api->fleet.gen++;
+    gb_api__stream_device_changed(api, fd);
+}
+
+void gb_api__view_opts(const gb_api_t *api, gb_proto_view_opts_t *opts)
+{
+    opts->now_ms = gb_time_now_ms();
+    opts->stall_timeout_ms = api->cfg->stall_timeout_ms;
 }
 
 void gb_api_set_server(gb_api_t *api, gb_http_server_t *server)
@@ -168,6 +211,10 @@ void gb_api_free(gb_api_t *api)
         free(api->routes[i]);
     }
     gb_pg_batcher_free(api->batcher);
+    gb_api__import_free(api);
+    gb_api__stream_free(api);
+    gb_api__summary_free(api);
+    gb_api__profiles_free(api);
     gb_fleet_dispose(&api->fleet);
     free(api->routes);
     free(api);

@@ -4,6 +4,7 @@
 #ifndef GB_API_FLEET_H
 #define GB_API_FLEET_H
 
+#include <bsd/sys/tree.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <uthash.h>
@@ -17,7 +18,8 @@ typedef struct gb_fleet_dev {
     char *key;       /* private: the serial, owned here. The hash key must outlive every state swap:
                         dev.serial changes owner each time a working copy is published. */
     gb_dev_t dev;    /* the published state: what the API shows */
-    gb_dev_t work;   /* private: the batch's working copy while has_work */
+    gb_dev_t *work;  /* private: the batch's working copy while has_work (heap; NULL otherwise,
+                        so an idle device does not carry a second state) */
     bool has_work;   /* private: work holds this batch's uncommitted state */
     bool in_db;      /* a devices row exists */
     bool gap;        /* private: the batch filled a gap below max_seq: rebuild after it */
@@ -25,12 +27,23 @@ typedef struct gb_fleet_dev {
                         the next committed batch rebuilds it again */
     bool rebuilding; /* private: a rebuild from stored events is under way */
     bool row_added;  /* private: scratch flag while a batch is built */
+    bool snap_now;   /* private: the batch being built writes this device's snapshot */
+    uint64_t snap_applied;    /* private: dev.n_applied when its stored snapshot was taken */
+    uint32_t runs_dirty_from; /* private: the first stage run whose stored row may differ from
+                                 dev's (UINT32_MAX: none) */
+    bool row_now;             /* private: the batch being built writes this device's row */
+    bool row_stale;    /* private: the stored row lags dev (messages were replayed at start) */
     UT_hash_handle hh; /* private */
+    RB_ENTRY(gb_fleet_dev) rb; /* private: the serial-ordered index */
 } gb_fleet_dev_t;
 
+RB_HEAD(gb_fleet_order, gb_fleet_dev);
+
 typedef struct gb_fleet {
-    gb_fleet_dev_t *table; /* private: uthash head */
-    size_t count;          /* read-only */
+    gb_fleet_dev_t *table;       /* private: uthash head */
+    struct gb_fleet_order order; /* private: the same devices, by serial (byte order) */
+    size_t count;                /* read-only */
+    uint64_t gen;                /* read-only: bumped on every published change */
 } gb_fleet_t;
 
 void gb_fleet_init(gb_fleet_t *f);
@@ -39,10 +52,27 @@ gb_fleet_dev_t *gb_fleet_find(const gb_fleet_t *f, const char *serial, size_t le
 /* Adds a device in its initial state (the caller checked it is absent). */
 gb_fleet_dev_t *gb_fleet_add(gb_fleet_t *f, const char *serial, size_t len);
 
+/* The statements that read what a rebuild needs, each with the serial as $1: the stored
+ * messages in seq order, and the technician's retries (after_seq, at in ms) in the order made. */
+extern const char GB_FLEET_SQL_EVENTS[];
+extern const char GB_FLEET_SQL_RETRIES[];
+
 /* Rebuilds dev from stored messages: res has one row per message, column 0 its JSON, in seq
- * order (SELECT body::text FROM events WHERE serial = $1 ORDER BY seq). A stored message that
- * no longer decodes is logged and skipped. */
-void gb_fleet_rebuild_from_rows(gb_dev_t *dev, const gb_apply_ctx_t *ctx, const PGresult *res);
+ * order (GB_FLEET_SQL_EVENTS); retries (GB_FLEET_SQL_RETRIES' result, or NULL) are repeated
+ * where they were made. A stored message that no longer decodes is logged and skipped. */
+void gb_fleet_rebuild_from_rows(gb_dev_t *dev, const gb_apply_ctx_t *ctx, const PGresult *res,
+                                const PGresult *retries);
+
+/* Serial order (bytes, as memcmp; a prefix sorts first), for keyset pagination: the first
+ * device whose serial is above after (after NULL: the first of all), and the one after d. NULL
+ * at the end. Adding or removing devices never reorders the others, so a walk resumed from a
+ * serial sees every device that existed when it began, once. */
+gb_fleet_dev_t *gb_fleet_first_after(gb_fleet_t *f, const char *after, size_t len);
+gb_fleet_dev_t *gb_fleet_next(gb_fleet_t *f, gb_fleet_dev_t *d);
+
+/* Calls fn on d's published state, and on its working copy when a batch holds one, so that a
+ * change made outside ingest (identity, profile, slot) survives the batch's publish. */
+void gb_fleet_dev_edit(gb_fleet_dev_t *d, void (*fn)(gb_dev_t *dev, void *arg), void *arg);
 
 /* Removes and frees d (it must hold no working copy). */
 void gb_fleet_remove(gb_fleet_t *f, gb_fleet_dev_t *d);

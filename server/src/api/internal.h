@@ -6,6 +6,7 @@
 #include "api/api.h"
 #include "api/fleet.h"
 #include "db/db.h"
+#include "protocol/protocol.h"
 
 /* Called once the caller is authenticated and allowed (who is NULL on public routes). */
 typedef void (*gb_api_handler_cb)(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_t *who);
@@ -31,6 +32,10 @@ struct gb_api {
     gb_pg_batcher_t *batcher; /* ingest group commit */
     uint64_t ingest_messages_total;
     uint64_t ingest_devices_total;
+    struct gb_api_stream *stream;     /* stream.c: live-stream subscribers */
+    struct gb_api_summary *summary;   /* summary.c: cached summary and timings */
+    struct gb_api_profiles *profiles; /* profiles.c: profiles by name and by group tag */
+    struct gb_api_import *imports;    /* import.c: imports in progress */
 };
 
 void gb_api__route(gb_api_t *api, gb_http_method_t method, const char *pattern, gb_role_t need,
@@ -38,9 +43,69 @@ void gb_api__route(gb_api_t *api, gb_http_method_t method, const char *pattern, 
 /* Like gb_api__route, and the token may also come as ?access_token=. */
 void gb_api__route_query_token(gb_api_t *api, gb_http_method_t method, const char *pattern,
                                gb_role_t need, gb_api_handler_cb cb);
+/* Like gb_api__route, for a body too large to hold: the handler runs (after authentication and
+ * the role check, which read none of the body) as soon as the request's head is in, and reads
+ * the body itself with gb_http_req_body_stream(), up to max_body bytes. */
+void gb_api__route_streamed(gb_api_t *api, gb_http_method_t method, const char *pattern,
+                            gb_role_t need, size_t max_body, gb_api_handler_cb cb);
 
+/* Every resource file registers its routes (and sets up its state) here, and releases its
+ * state in its _free (which must accept a register that never ran). */
 void gb_api__health_register(gb_api_t *api);
 void gb_api__session_register(gb_api_t *api);
 void gb_api__agent_register(gb_api_t *api);
+void gb_api__devices_register(gb_api_t *api);
+void gb_api__import_register(gb_api_t *api);
+void gb_api__profiles_register(gb_api_t *api);
+void gb_api__summary_register(gb_api_t *api);
+void gb_api__stream_register(gb_api_t *api);
+void gb_api__openapi_register(gb_api_t *api);
+void gb_api__import_free(gb_api_t *api);
+void gb_api__profiles_free(gb_api_t *api);
+void gb_api__summary_free(gb_api_t *api);
+void gb_api__stream_free(gb_api_t *api);
+
+/* A device's published state changed (after a commit): bumps the fleet's generation and tells
+ * the live stream. Every publisher calls it once per device and change. */
+void gb_api__device_changed(gb_api_t *api, gb_fleet_dev_t *fd);
+/* stream.c: queues fd for the live stream's subscribers (coalesced). */
+void gb_api__stream_device_changed(gb_api_t *api, const gb_fleet_dev_t *fd);
+/* stream.c: ends every subscriber's stream (at shutdown). */
+void gb_api__stream_close(gb_api_t *api);
+/* stream.c: appends the live stream's Prometheus metrics (subscribers, events, drops). */
+void gb_api__stream_write_metrics(gb_api_t *api, gb_buf_t *out);
+
+/* profiles.c: loads the profiles (blocking, at start-up, before the fleet is loaded). Returns 0
+ * or GB_EDB with a message in err. */
+int gb_api__profiles_load(gb_api_t *api, PGconn *conn, char *err, size_t errlen) GB_MUST_CHECK;
+/* profiles.c: gives fd the profile its group tag selects (or none), on its published state and
+ * on its working copy if it has one. Does not call gb_api__device_changed. */
+void gb_api__profile_apply(gb_api_t *api, gb_fleet_dev_t *fd);
+
+/* A technician's action on a device. */
+typedef enum gb_api_action {
+    GB_API_ACTION_NONE = 0,
+    GB_API_ACTION_RETRY,       /* open the next attempt of a red device */
+    GB_API_ACTION_NOTE,        /* a free-text note */
+    GB_API_ACTION_ASSIGN_SLOT, /* set (or clear) the bench slot */
+} gb_api_action_t;
+
+const char *gb_api_action_id(gb_api_action_t action);
+/* agent.c: queues action on the device serial with the ingest batches, so it is ordered with
+ * the agents' reports and stored (device_actions, acting token's name) in the same transaction
+ * as the device's new row. Answers req: the device detail after COMMIT, 409 for a retry of a
+ * device that is not red, 404 when the device is gone, 503 when nothing could be stored. arg is
+ * the note's text or the slot (NULL clears it); both are copied. */
+void gb_api__ingest_action(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_t *who,
+                           const char *serial, gb_api_action_t action, const char *arg);
+/* devices.c: answers req with fd's detail (its recent actions read from the database). */
+void gb_api__device_detail_respond(gb_api_t *api, gb_http_req_t *req, gb_fleet_dev_t *fd);
+
+/* profiles.c: the ESP timeout (minutes) of the profile dev's group tag selects, or 0 for the
+ * default. */
+int gb_api__profile_esp_timeout_min(const gb_api_t *api, const gb_dev_t *dev);
+
+/* The view options for now (the clock and the stall timeout). */
+void gb_api__view_opts(const gb_api_t *api, gb_proto_view_opts_t *opts);
 
 #endif

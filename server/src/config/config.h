@@ -15,6 +15,7 @@ typedef struct gb_config {
     char *database_url; /* libpq URI or key=value conninfo */
     char *web_dir;      /* static web files */
     size_t max_body_bytes;
+    size_t max_import_bytes;
     size_t max_header_bytes;
     unsigned max_connections;
     unsigned header_timeout_ms;
@@ -27,6 +28,9 @@ typedef struct gb_config {
     unsigned db_query_timeout_ms;
     unsigned token_reload_ms;
     unsigned stall_timeout_ms;
+    unsigned stream_max_subscribers;
+    size_t stream_buffer_bytes;
+    unsigned stream_heartbeat_ms;
     unsigned shutdown_timeout_ms;
     gb_log_level_t log_level;
 } gb_config_t;

@@ -587,4 +587,145 @@ const gb_stage_run_t *gb_dev_find_run(const gb_dev_t *dev, uint32_t attempt, gb_
 /* Looks up an app by name, or NULL. */
 const gb_app_t *gb_dev_find_app(const gb_dev_t *dev, const char *name);
 
+/* ---------------------------------------------------------------------------------------------
+ * Fleet statistics: the pure computations behind the summary and timings views (stats.c). The
+ * caller owns every array; nothing here allocates, so a view over n devices costs a few arrays
+ * of n that the caller keeps from one computation to the next.
+ * ------------------------------------------------------------------------------------------- */
+
+#define GB_HOUR_MS (3600LL * 1000)
+
+/* Percentiles by the nearest-rank method: the p-th percentile of n values is the value of rank
+ * ceil(p * n / 100) (1-based) in ascending order. Every percentile is therefore one of the
+ * values (no interpolation), a single value is every percentile, and p = 100 is the maximum. */
+typedef struct gb_stats_pctl {
+    size_t count;
+    int64_t p50, p90, p95, p99, max; /* 0 when count is 0 */
+} gb_stats_pctl_t;
+
+/* The pct-th percentile (1 to 100) of n > 0 values sorted ascending. */
+int64_t gb_stats_nearest_rank(const int64_t *sorted, size_t n, unsigned pct);
+/* Sorts v ascending (in place) and fills out with its count and percentiles. */
+void gb_stats_percentiles(int64_t *v, size_t n, gb_stats_pctl_t *out);
+
+/* The start of the UTC hour that holds ms (floor, also before 1970). */
+int64_t gb_stats_hour_floor(int64_t ms);
+
+/* How many times fall in one UTC hour. */
+typedef struct gb_stats_hour {
+    int64_t hour_ms; /* the hour's start */
+    uint32_t count;  /* >= 1 */
+} gb_stats_hour_t;
+
+/* Counts times by UTC hour: sorts times ascending (in place) and writes one bucket per hour
+ * that holds at least one of them, in ascending order, into out (room for n). Returns the
+ * number of buckets written. */
+size_t gb_stats_by_hour(int64_t *times, size_t n, gb_stats_hour_t *out);
+
+/* A span of device time. It runs over [start_ms, end_ms): one that ends when another starts
+ * does not overlap it. end_ms < start_ms is taken as end_ms == start_ms (empty). */
+typedef struct gb_stats_interval {
+    int64_t start_ms;
+    int64_t end_ms;
+} gb_stats_interval_t;
+
+/* Scratch for gb_stats_concurrency: one step of the running-count function. */
+typedef struct gb_stats_step {
+    int64_t at_ms; /* a time where intervals start or end */
+    int64_t level; /* intervals running from at_ms until the next step */
+    double area;   /* integral of the running count from the first step to at_ms */
+} gb_stats_step_t;
+
+/* Concurrency by a sweep over all n intervals: for each of the first n_out of them (n_out <= n),
+ * out[i] is the time-weighted mean number of the n intervals running during iv[i], iv[i] itself
+ * included, so it is >= 1. An empty interval gets the number running at its instant, plus one
+ * for itself. steps is scratch with room for 2 * n. O(n log n): one sort of the 2n ends, a
+ * running integral, and a binary search per interval. The integral is a double: exact while
+ * the intervals' lengths add up to less than 2^53 ms (10,000 devices of 28 years each). */
+void gb_stats_concurrency(const gb_stats_interval_t *iv, size_t n, size_t n_out,
+                          gb_stats_step_t *steps, double *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Profiles
+ *
+ * A profile is glovebox's copy of an Autopilot deployment profile: what the landing page shows
+ * (organization, profile name, assigned user), the join type, the device-name template, and the
+ * group tag that selects its devices. These checks are pure; the api layer stores profiles and
+ * applies them to devices.
+ * ------------------------------------------------------------------------------------------- */
+
+#define GB_PROFILE_NAME_MAX    64  /* bytes of [A-Za-z0-9._-]: the name is a URL path segment */
+#define GB_GROUP_TAG_MAX       128 /* characters (Unicode code points) of a group tag */
+#define GB_DEVICE_NAME_MAX     15  /* characters of a Windows computer name (NetBIOS) */
+#define GB_TENANT_DOMAIN_MAX   253 /* bytes of a DNS name */
+#define GB_UPN_LOCAL_MAX       64  /* bytes before the @ of an assigned user */
+#define GB_UPN_DOMAIN_MAX      48  /* bytes after it (Microsoft Entra ID's limits) */
+#define GB_ESP_TIMEOUT_MAX_MIN 1440
+
+typedef enum gb_join {
+    GB_JOIN_AZURE_AD = 0, /* Azure AD (Entra) join: what pre-provisioning performs */
+    GB_JOIN_HYBRID,       /* hybrid Azure AD join: not done in the technician flow (a warning) */
+} gb_join_t;
+
+/* "azure_ad" or "hybrid"; "" out of range. */
+const char *gb_join_id(gb_join_t join);
+/* Parses a contract id (exact, case-sensitive). */
+bool gb_join_parse(gb_str_t id, gb_join_t *out);
+
+/* A profile's settings. Strings are borrowed and NUL-terminated. */
+typedef struct gb_profile {
+    const char *name;
+    const char *tenant_domain;
+    gb_join_t join;
+    const char *device_name_template; /* NULL: Windows keeps the name it generates */
+    const char *group_tag;
+    const char *assigned_user; /* NULL: none */
+    int64_t esp_timeout_min;   /* 1 .. GB_ESP_TIMEOUT_MAX_MIN */
+} gb_profile_t;
+
+/* What a valid device-name template produces. */
+typedef struct gb_name_template {
+    unsigned fixed;       /* literal characters */
+    unsigned rand_digits; /* digits %RAND:n% adds (0 without it) */
+    bool serial;          /* %SERIAL% is there */
+    unsigned serial_room; /* with %SERIAL%: characters of the serial that fit in the name */
+} gb_name_template_t;
+
+/* Each check returns true when s is valid; otherwise false with a sentence for people in why
+ * (why may be NULL; it is always NUL-terminated when why_len > 0). */
+
+/* A profile name: 1 to GB_PROFILE_NAME_MAX of [A-Za-z0-9._-], not only dots. */
+bool gb_profile_name_check(const char *s, char *why, size_t why_len);
+/* The tenant's DNS domain ("contoso.onmicrosoft.com"): two labels or more of [A-Za-z0-9-]
+ * (1..63 bytes, no hyphen at either end), at most GB_TENANT_DOMAIN_MAX bytes, a last label that
+ * is not all digits, no trailing dot. Internationalised names go in their xn-- form. */
+bool gb_tenant_domain_check(const char *s, char *why, size_t why_len);
+/* An Autopilot group tag: valid UTF-8, 1 to GB_GROUP_TAG_MAX characters, no control
+ * characters, no white space at either end. */
+bool gb_group_tag_check(const char *s, char *why, size_t why_len);
+/* A user principal name: local@domain, the local part 1..GB_UPN_LOCAL_MAX of
+ * [A-Za-z0-9'._!#^~-] with no dot at either end and no two dots in a row, the domain as
+ * gb_tenant_domain_check with at most GB_UPN_DOMAIN_MAX bytes. */
+bool gb_assigned_user_check(const char *s, char *why, size_t why_len);
+/* A device-name template as Windows applies it: literal letters, digits and hyphens, at most
+ * one %SERIAL% and at most one %RAND:n% (n from 1 to 15 random digits), and at least one of
+ * the two (without a macro every device gets the same name). The name has at most
+ * GB_DEVICE_NAME_MAX characters: Windows shortens the serial to fit, so with %SERIAL% the
+ * literal characters and the random digits must leave room for at least one character of it.
+ * The name must not be all digits, and a serial or random digits may be just that, so the
+ * literal part must hold a letter or a hyphen. out (may be NULL) describes a valid template. */
+bool gb_name_template_check(const char *s, gb_name_template_t *out, char *why, size_t why_len);
+/* Checks every field of p (name, tenant_domain, join, device_name_template, group_tag,
+ * assigned_user, esp_timeout_min, in that order). Returns 0, or GB_EINVAL with err set to 400
+ * invalid_request naming the first field at fault. */
+int gb_profile_validate(const gb_profile_t *p, gb_error_t *err) GB_MUST_CHECK;
+
+/* Group tags select profiles without regard to letter case, as the dynamic device groups that
+ * assign Autopilot profiles by group tag compare strings. Only ASCII letters are folded (the
+ * same rule as the database's unique index, lower() under the C collation); other characters
+ * must match exactly. NULL equals nothing. */
+bool gb_group_tag_eq(const char *a, const char *b);
+/* Lower-cases the ASCII letters of s in place: equal keys for tags gb_group_tag_eq matches. */
+void gb_group_tag_fold(char *s);
+
 #endif

@@ -103,4 +103,62 @@ void gb_proto_snapshot_encode(const gb_dev_t *dev, gb_buf_t *out);
 int gb_proto_snapshot_decode(const char *json, size_t len, gb_dev_t *dev,
                              gb_error_t *err) GB_MUST_CHECK;
 
+/* ---- the Autopilot hardware-hash CSV (autopilot_csv.c) ----
+ * A streaming reader of the file Intune takes (Get-WindowsAutopilotInfo writes it): bytes go in
+ * as they arrive, in pieces of any size, and each data row comes out, validated, through a
+ * callback, with the physical line it starts on (the header is line 1). Nothing but the row
+ * being read and the serials seen so far (for duplicates) is held.
+ *
+ * Format: an optional UTF-8 byte order mark, then the header, exactly
+ *   Device Serial Number,Windows Product ID,Hardware Hash[,Group Tag][,Assigned User]
+ * (names case-sensitive, in this order; no other column is accepted, as Intune accepts none),
+ * then one row per device with as many fields as the header. RFC 4180 quoting (a quoted field
+ * may hold commas, doubled quotes and line breaks), LF or CRLF line ends, spaces around
+ * unquoted fields ignored, blank lines skipped. A wrong or missing header refuses the whole
+ * file; a bad row is reported and skipped, and the rows around it still come out. */
+#define GB_PROTO_CSV_MAX_ROWS       100000 /* data rows per file; the rest is refused */
+#define GB_PROTO_CSV_MAX_ROW_BYTES  65536  /* one row, line breaks in quotes included */
+#define GB_PROTO_CSV_PRODUCT_ID_MAX 64
+#define GB_PROTO_CSV_HASH_MAX       16384
+#define GB_PROTO_CSV_GROUP_TAG_MAX  128
+#define GB_PROTO_CSV_USER_MAX       256
+
+typedef struct gb_proto_csv gb_proto_csv_t;
+
+/* A valid row. The slices are NUL-terminated and valid only during the callback. */
+typedef struct gb_proto_csv_row {
+    uint64_t line;          /* physical line the row starts on; the header is line 1 */
+    gb_str_t serial;        /* passes gb_proto_serial_valid() */
+    gb_str_t product_id;    /* len 0: none given (Intune allows that) */
+    gb_str_t hardware_hash; /* non-empty base64 */
+    gb_str_t group_tag;     /* p NULL: the file has no Group Tag column; len 0: empty */
+    gb_str_t assigned_user; /* p NULL: no Assigned User column; len 0: empty; else a UPN */
+} gb_proto_csv_row_t;
+
+typedef struct gb_proto_csv_ops {
+    /* A valid row whose serial did not appear on an earlier valid row. */
+    void (*row)(const gb_proto_csv_row_t *row, void *arg);
+    /* A row that is not imported: message is one human sentence (no line number in it). */
+    void (*error)(uint64_t line, const char *message, void *arg);
+} gb_proto_csv_ops_t;
+
+/* A reader calling ops (copied) with arg. Callbacks fire only from inside feed and finish. */
+gb_proto_csv_t *gb_proto_csv_new(const gb_proto_csv_ops_t *ops, void *arg);
+/* Frees p; NULL does nothing. */
+void gb_proto_csv_free(gb_proto_csv_t *p);
+/* Reads the next len bytes. Returns 0, or GB_EINVAL with err set (400 invalid_csv) when the
+ * file cannot be read at all: a missing or wrong header, or UTF-16. That error comes before any
+ * row callback, and every later call returns it again. Rows past GB_PROTO_CSV_MAX_ROWS are
+ * reported once, as an error on the first of them, and everything after it is ignored. */
+int gb_proto_csv_feed(gb_proto_csv_t *p, const void *data, size_t len,
+                      gb_error_t *err) GB_MUST_CHECK;
+/* The end of the file: reads a last row without a line break, reports an unclosed quote.
+ * Returns 0, or GB_EINVAL with err set (invalid_csv) when no valid header was read (an empty
+ * file included). */
+int gb_proto_csv_finish(gb_proto_csv_t *p, gb_error_t *err) GB_MUST_CHECK;
+/* The header's column count (3 to 5), or 0 before a valid header has been read. */
+unsigned gb_proto_csv_columns(const gb_proto_csv_t *p);
+/* Data rows read so far, valid or not. */
+uint64_t gb_proto_csv_rows(const gb_proto_csv_t *p);
+
 #endif
