@@ -1,9 +1,10 @@
-/* main: argv -> serve | migrate | token create | token revoke; nothing else. Settings come from
- * the config table (flags and GLOVEBOX_* environment variables). */
+/* main: argv -> serve | migrate | token create | token revoke | plan; nothing else. Settings come
+ * from the config table (flags and GLOVEBOX_* environment variables). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/capacity.h"
 #include "app.h"
 #include "config/config.h"
 
@@ -22,6 +23,17 @@ static void usage(FILE *out)
         "                                        on one line, and stored only as its SHA-256\n"
         "  gloveboxd token revoke NAME [SETTINGS]\n"
         "                                        revoke the live token called NAME\n"
+        "  gloveboxd plan --devices N --slots K [--uplink-mbps U] [--payload-mb P]\n"
+        "                 [--peer-share S] [--cache-share C] [--esp-timeout-min T]\n"
+        "                 [--profile NAME] [--json] [SETTINGS]\n"
+        "                                        capacity plan from the measured timings: how\n"
+        "                                        long N devices take on K slots, throughput by\n"
+        "                                        slots, the recommended slots, what LAN peers or\n"
+        "                                        a Connected Cache would change; the same answer\n"
+        "                                        as GET /api/v1/capacity (--json: its JSON).\n"
+        "                                        Left out, a value is the fitted room's: devices\n"
+        "                                        and slots seen, effective uplink, payload, LAN\n"
+        "                                        peer and cache shares, each profile's timeout\n"
         "  gloveboxd --help | --version\n\n"
         "Roles: agent (only /api/v1/agent/*), viewer (every GET), technician (viewer, import and\n"
         "device actions), admin (everything).\n\n"
@@ -70,6 +82,76 @@ static int reject_leftovers(int n, char **args, const int *used)
 
 static int run_command(gb_config_t *cfg, int n, char **rest, int *used);
 
+/* gloveboxd plan's flags and the API parameters they set. */
+static const char *const plan_flags[][2] = {
+    {"--devices", "devices"},
+    {"--slots", "slots"},
+    {"--uplink-mbps", "uplink_mbps"},
+    {"--payload-mb", "payload_mb"},
+    {"--peer-share", "peer_share"},
+    {"--cache-share", "cache_share"},
+    {"--esp-timeout-min", "esp_timeout_min"},
+    {"--profile", "profile"},
+};
+
+static bool plan_param(void *ctx, const char *name, gb_str_t *value)
+{
+    const char *const *values = ctx;
+    for (size_t i = 0; i < GB_ARRAY_LEN(plan_flags); i++) {
+        if (strcmp(plan_flags[i][1], name) == 0 && values[i] != NULL) {
+            *value = gb_str_from_cstr(values[i]);
+            return true;
+        }
+    }
+    return false;
+}
+
+static int run_plan(const gb_config_t *cfg, int n, char **rest, int *used)
+{
+    const char *values[GB_ARRAY_LEN(plan_flags)];
+    bool json = false;
+    for (size_t i = 0; i < GB_ARRAY_LEN(plan_flags); i++) {
+        values[i] = arg_value(n, rest, plan_flags[i][0], used);
+    }
+    for (int i = 0; i < n; i++) {
+        if (strcmp(rest[i], "--json") == 0) {
+            json = true;
+            used[i] = 1;
+        }
+    }
+    int rc = reject_leftovers(n, rest, used);
+    if (rc != 0) {
+        return rc;
+    }
+    gb_buf_t out;
+    gb_error_t err;
+    gb_buf_init(&out);
+    gb_error_clear(&err);
+    rc = gb_api_capacity_cli(cfg, plan_param, values, json, &out, &err);
+    if (rc == 0) {
+        fwrite(out.data, 1, out.len, stdout);
+        if (json) {
+            fputc('\n', stdout);
+        }
+        fflush(stdout);
+    } else if (err.status == 400) {
+        /* The API's wording names the query parameter; here it is a flag. */
+        const char *why = strstr(err.message, ": ");
+        char flag[sizeof(err.field) + 2];
+        snprintf(flag, sizeof(flag), "--%s", err.field);
+        for (char *c = flag; *c != '\0'; c++) {
+            if (*c == '_') {
+                *c = '-';
+            }
+        }
+        fprintf(stderr, "gloveboxd: plan: %s: %s\n", flag, why != NULL ? why + 2 : err.message);
+    } else {
+        fprintf(stderr, "gloveboxd: plan: %s\n", err.message);
+    }
+    gb_buf_dispose(&out);
+    return rc == 0 ? 0 : err.status == 400 ? 2 : 1;
+}
+
 static int run(gb_config_t *cfg, int n, char **rest)
 {
     int *used = gb_xcalloc((size_t)n + 1, sizeof(int));
@@ -91,6 +173,9 @@ static int run_command(gb_config_t *cfg, int n, char **rest, int *used)
     if (strcmp(cmd, "migrate") == 0) {
         int rc = reject_leftovers(n, rest, used);
         return rc != 0 ? rc : gb_app_migrate(cfg);
+    }
+    if (strcmp(cmd, "plan") == 0) {
+        return run_plan(cfg, n, rest, used);
     }
     if (strcmp(cmd, "token") != 0) {
         fprintf(stderr, "gloveboxd: unknown command '%s' (see gloveboxd --help)\n", cmd);

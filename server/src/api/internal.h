@@ -58,6 +58,7 @@ void gb_api__devices_register(gb_api_t *api);
 void gb_api__import_register(gb_api_t *api);
 void gb_api__profiles_register(gb_api_t *api);
 void gb_api__summary_register(gb_api_t *api);
+void gb_api__capacity_register(gb_api_t *api);
 void gb_api__stream_register(gb_api_t *api);
 void gb_api__openapi_register(gb_api_t *api);
 void gb_api__import_free(gb_api_t *api);

@@ -728,4 +728,179 @@ bool gb_group_tag_eq(const char *a, const char *b);
 /* Lower-cases the ASCII letters of s in place: equal keys for tags gb_group_tag_eq matches. */
 void gb_group_tag_fold(char *s);
 
+/* ---------------------------------------------------------------------------------------------
+ * Capacity planning (capacity.c)
+ *
+ * A device holds its bench slot for fixed work (the technician's changeover, the flow up to
+ * device setup, the installs, the reseal) plus the time its payload takes to download. The
+ * downloads in progress share the room's uplink max-min fairly, each capped by its NIC, and only
+ * the bytes that LAN peers and a Connected Cache do not serve cross the uplink. The model is
+ * fitted from the fleet's measured timings, then answers "N devices on K slots" with a small
+ * deterministic event simulation of the room. Pure: the caller owns every sample, and nothing
+ * reads a clock or draws true randomness, so the same samples and query give the same answer.
+ * ------------------------------------------------------------------------------------------- */
+
+#define GB_CAP_MIN_SAMPLES 5     /* green devices (with downloads, if any) a fit needs */
+#define GB_CAP_DEVICES_MAX 20000 /* devices a query may plan */
+#define GB_CAP_SLOTS_MAX   10000 /* slots a query may plan */
+#define GB_CAP_PAYLOAD_MAX 1e7   /* MB per device a query may plan */
+#define GB_CAP_UPLINK_MAX  1e7   /* Mbit/s a query may plan */
+#define GB_CAP_CHART_MAX   40    /* points of throughput_by_slots at most */
+#define GB_CAP_WHAT_IF_MAX 4
+#define GB_CAP_EXPLAIN_MAX 6
+#define GB_CAP_EXPLAIN_LEN 400
+
+/* How the current attempt of a device ended, as the model sees it. */
+typedef enum gb_cap_outcome {
+    GB_CAP_OPEN = 0,    /* not ended yet (or never started): no timings to fit from */
+    GB_CAP_GREEN,       /* green: a full flow, the fit's sample */
+    GB_CAP_RED,         /* red for a cause other than the ESP timeout: a failed bench stay */
+    GB_CAP_ESP_TIMEOUT, /* red at the ESP timeout: the room was too slow, the model decides */
+} gb_cap_outcome_t;
+
+/* One device's measured timings (times are device times, UTC ms; GB_TIME_NONE when unknown). */
+typedef struct gb_cap_sample {
+    gb_cap_outcome_t outcome;
+    uint32_t attempts;      /* attempts so far (>= 1) */
+    const char *slot;       /* borrowed: its bench slot; NULL when unknown */
+    int64_t bench_ms;       /* first stage of its first attempt: when the bench started on it */
+    int64_t start_ms;       /* first stage of the current attempt */
+    int64_t setup_start_ms; /* the current attempt's device_setup run */
+    int64_t setup_end_ms;
+    int64_t result_ms;         /* the current attempt's green or red screen */
+    int64_t release_ms;        /* its slot was free again: reseal end (green) or the red screen */
+    int64_t rework_ms;         /* bench time of earlier attempts that went red for causes other than
+                                  the ESP timeout, each up to the next attempt's start */
+    int64_t reset_ms;          /* red screen to the next attempt's start, the latest; -1: none */
+    int64_t prev_setup_ms;     /* an earlier attempt's device_setup run, the latest: its start */
+    int64_t prev_setup_end_ms; /* and its end */
+    double prev_bytes;         /* bytes downloaded by earlier attempts */
+    double setup_bytes;        /* bytes downloaded while device setup ran (all sources) */
+    double download_s;         /* the time those downloads took (the samples' ms) */
+    double lan_share;          /* of all its bytes, the share LAN peers served */
+    double cache_share;  /* and the share a Connected Cache served (the rest crossed the uplink) */
+    double link_mbps;    /* its NIC; <= 0 when unknown */
+    int esp_timeout_min; /* its profile's ESP timeout; <= 0 means the default */
+    uint32_t n_apps;     /* apps with a known size, in the order they appeared */
+    double app_bytes;    /* their sizes added up */
+    double app_share[GB_DEV_MAX_APPS]; /* each one's share of app_bytes (they add up to 1) */
+} gb_cap_sample_t;
+
+/* Fills out from dev's state; esp_timeout_min is its profile's (<= 0: the default). Strings
+ * are borrowed from dev. */
+void gb_cap_sample_from_dev(const gb_dev_t *dev, int esp_timeout_min, gb_cap_sample_t *out);
+
+/* The fitted model. The public fields are read-only; the rest are the measured flows the
+ * simulation draws from (private). */
+typedef struct gb_cap_fit {
+    size_t devices;            /* read-only: samples given (the default number to plan) */
+    size_t samples;            /* read-only: green devices the fixed parts were fitted from */
+    size_t uplink_samples;     /* read-only: those of them whose downloads fitted the uplink */
+    size_t red;                /* read-only: current attempts red for other causes */
+    size_t esp_timeouts;       /* read-only: current attempts red at the ESP timeout */
+    size_t changeovers;        /* read-only: measured slot changeovers */
+    double r2, mae_s;          /* read-only: per-device time, fitted against measured */
+    double fixed_s;            /* read-only: per-device time without the downloads */
+    double pre_setup_s;        /* read-only: attempt start to device setup */
+    double setup_fixed_s;      /* read-only: device setup without its downloads */
+    double changeover_s;       /* read-only: slot free to the next device's first stage */
+    double reseal_s;           /* read-only: green screen to reseal end */
+    double rework_s;           /* read-only: mean bench time per device lost to failed attempts */
+    double red_share;          /* read-only: share of bench stays that end red (not timeouts) */
+    double uplink_mbps;        /* read-only: the effective uplink; 0 when unknown */
+    bool uplink_known;         /* read-only: false when no download measured it */
+    double saturated_share;    /* read-only: share of download time the uplink ran full */
+    double payload_mb;         /* read-only: setup bytes per device, all sources */
+    double peer_share;         /* read-only: share of the bytes LAN peers served */
+    double cache_share;        /* read-only: share a Connected Cache served */
+    double nic_mbps;           /* read-only: the typical NIC; 0 when unknown */
+    double download_s;         /* read-only: measured download time per device */
+    uint32_t slots;            /* read-only: bench slots seen in use */
+    uint32_t max_attempts;     /* read-only: the most attempts a device had */
+    int esp_timeout_min;       /* read-only: the most common ESP timeout */
+    struct gb_cap_flow *flows; /* private: green flows, then red stays */
+    size_t n_flows, n_green;   /* private */
+    double *chunk_share;       /* private: per flow, the payload share of each download */
+    double *chunk_install_s;   /* private: and the install time after it */
+    double *changeover;        /* private: measured changeovers (s) */
+    double *resets;            /* private: measured resets (s) */
+    size_t n_resets;           /* private */
+} gb_cap_fit_t;
+
+/* A planning question. Fields left at their default (gb_cap_query_init) take the fit's value. */
+typedef struct gb_cap_query {
+    uint32_t devices;    /* 0: the fit's devices */
+    uint32_t slots;      /* 0: the slots seen in use */
+    double uplink_mbps;  /* < 0: the fitted effective uplink */
+    double payload_mb;   /* < 0: each sampled device's own payload */
+    double peer_share;   /* < 0: the measured LAN-peer share */
+    double cache_share;  /* < 0: the measured cache share */
+    int esp_timeout_min; /* 0: each device's profile's */
+} gb_cap_query_t;
+
+/* What the simulation predicts for one configuration. */
+typedef struct gb_cap_prediction {
+    uint32_t devices, slots;
+    double uplink_mbps, peer_share, cache_share;
+    double per_device_s;     /* mean time of a device's last attempt: first stage to result */
+    double makespan_s;       /* bench opens to the last green or red screen */
+    double devices_per_hour; /* green devices per hour of makespan */
+    double download_s;       /* mean download time of a green device */
+    double uplink_busy;      /* share of the makespan the uplink ran full */
+    uint32_t green, red;     /* devices by final screen (red includes ESP timeouts) */
+    uint32_t esp_timeouts;   /* red screens at the ESP timeout, retries included */
+} gb_cap_prediction_t;
+
+typedef enum gb_cap_change {
+    GB_CAP_CHANGE_PEER_SHARE = 0, /* LAN peering serves more of the bytes */
+    GB_CAP_CHANGE_CACHE_SHARE,    /* a Connected Cache serves most of them */
+    GB_CAP_CHANGE_UPLINK,         /* twice the uplink */
+    GB_CAP_CHANGE_SLOTS,          /* twice the slots */
+} gb_cap_change_t;
+
+/* "peer_share", "cache_share", "uplink_mbps", "slots". */
+const char *gb_cap_change_id(gb_cap_change_t change);
+
+typedef struct gb_cap_what_if {
+    gb_cap_change_t change;
+    double value; /* the changed setting */
+    gb_cap_prediction_t prediction;
+} gb_cap_what_if_t;
+
+/* The full answer to a query. */
+typedef struct gb_cap_plan {
+    gb_cap_query_t query;           /* resolved: no value left at its default */
+    gb_cap_prediction_t prediction; /* for the query */
+    uint32_t recommended_slots;     /* fewest reaching 95% of the best devices per hour with no
+                                       predicted ESP timeout; 0 when no slot count avoids it */
+    bool bandwidth_bound;           /* twice the uplink helps more than twice the slots */
+    gb_cap_prediction_t chart[GB_CAP_CHART_MAX]; /* by slots, ascending */
+    size_t n_chart;
+    gb_cap_what_if_t what_if[GB_CAP_WHAT_IF_MAX];
+    size_t n_what_if;
+    char explain[GB_CAP_EXPLAIN_MAX][GB_CAP_EXPLAIN_LEN]; /* sentences for people */
+    size_t n_explain;
+} gb_cap_plan_t;
+
+void gb_cap_fit_init(gb_cap_fit_t *fit);
+void gb_cap_fit_dispose(gb_cap_fit_t *fit);
+/* Fits the model from n samples (borrowed; fit keeps copies of what it needs). Returns 0, or
+ * GB_EINVAL with err set to 422 insufficient_data saying how many usable samples there are
+ * and what is missing (fewer than GB_CAP_MIN_SAMPLES green devices, downloads that moved no
+ * bytes); fit is then left empty (but may still be disposed). */
+int gb_cap_fit(gb_cap_fit_t *fit, const gb_cap_sample_t *samples, size_t n,
+               gb_error_t *err) GB_MUST_CHECK;
+
+void gb_cap_query_init(gb_cap_query_t *q);
+/* One configuration, simulated. Returns 0, or GB_EINVAL with err set to 400 invalid_query
+ * naming the field at fault (out of range, peer and cache shares above 1 together, a payload
+ * with no measured or given uplink). */
+int gb_cap_predict(const gb_cap_fit_t *fit, const gb_cap_query_t *q, gb_cap_prediction_t *out,
+                   gb_error_t *err) GB_MUST_CHECK;
+/* The whole answer: the prediction, throughput by slots, the recommended slots, the bound,
+ * what a peer share, a cache, twice the uplink or twice the slots would change, and sentences
+ * that explain it. Same errors as gb_cap_predict. */
+int gb_cap_plan(const gb_cap_fit_t *fit, const gb_cap_query_t *q, gb_cap_plan_t *out,
+                gb_error_t *err) GB_MUST_CHECK;
+
 #endif
