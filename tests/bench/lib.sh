@@ -113,7 +113,8 @@ bench_cleanup() {
 }
 
 bench_metric() {
-    curl -fsS --max-time 5 "$1/metrics" | awk -v n="$2" '$1 == n { print $2; exit }'
+    # awk reads to the end: leaving early would cut curl's pipe and fail the pipeline.
+    curl -fsS --max-time 5 "$1/metrics" | awk -v n="$2" '$1 == n && v == "" { v = $2 } END { print v }'
 }
 
 bench_rss_kb() {
