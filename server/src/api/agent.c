@@ -577,12 +577,13 @@ static void rebuild_finish(rebuild_op_t *op)
     free(op);
 }
 
+/* What imports and profiles set (not the slot: the replayed hello may have brought it, and an
+ * assigned slot is an action, which no batch runs beside a rebuild). */
 static void copy_identity(gb_dev_t *dst, const gb_dev_t *src)
 {
     gb_dev_set_group_tag(dst, src->group_tag);
     gb_dev_set_assigned_user(dst, src->assigned_user);
     gb_dev_set_profile(dst, src->profile, src->profile_hybrid);
-    gb_dev_set_slot(dst, src->slot);
     gb_dev_set_imported(dst, src->imported);
 }
 
