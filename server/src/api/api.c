@@ -28,10 +28,23 @@ static void respond_unauthorized(gb_http_req_t *req, const char *why)
     gb_buf_dispose(&body);
 }
 
+/* A failed token check: 401, or 429 once the address has failed too often (ratelimit.c). */
+static void respond_failed(gb_http_req_t *req, const char *why)
+{
+    int64_t now = gb_time_mono_ms();
+    unsigned wait_s = gb_api__authlimit_check(req->peer, now);
+    if (wait_s > 0) {
+        gb_api__authlimit_respond(req, wait_s);
+        return;
+    }
+    gb_api__authlimit_fail(req->peer, now);
+    respond_unauthorized(req, why);
+}
+
 static void proceed(gb_api_route_t *route, gb_http_req_t *req, const gb_auth_identity_t *id)
 {
     if (id == NULL) {
-        respond_unauthorized(req, "the token is not known or was revoked");
+        respond_failed(req, "the token is not known or was revoked");
         return;
     }
     if (!gb_role_allows(id->role, route->need)) {
@@ -83,7 +96,13 @@ static void on_route(gb_http_req_t *req, void *ctx)
         return;
     }
     if (!presented_token(route, req, &token)) {
-        respond_unauthorized(req, "a bearer token is required (Authorization: Bearer TOKEN)");
+        respond_failed(req, "a bearer token is required (Authorization: Bearer TOKEN)");
+        return;
+    }
+    /* From a limited address, a token that cannot be an issued one is refused unseen. */
+    unsigned wait_s = gb_api__authlimit_check(req->peer, gb_time_mono_ms());
+    if (wait_s > 0 && !gb_api__authlimit_token_shaped(token)) {
+        gb_api__authlimit_respond(req, wait_s);
         return;
     }
     auth_pending_t *p = gb_arena_alloc(&req->arena, sizeof(*p));

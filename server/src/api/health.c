@@ -60,6 +60,7 @@ static void on_metrics(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity
     gb_pg_write_metrics(api->pg, &out);
     gb_pg_batcher_write_metrics(api->batcher, &out);
     gb_api__stream_write_metrics(api, &out);
+    gb_api__authlimit_write_metrics(&out);
     gb_buf_appendf(&out,
                    "# HELP gb_ingest_messages_total Agent messages acknowledged.\n"
                    "# TYPE gb_ingest_messages_total counter\ngb_ingest_messages_total %llu\n"

@@ -109,4 +109,26 @@ int gb_api__profile_esp_timeout_min(const gb_api_t *api, const gb_dev_t *dev);
 /* The view options for now (the clock and the stall timeout). */
 void gb_api__view_opts(const gb_api_t *api, gb_proto_view_opts_t *opts);
 
+/* ratelimit.c: failed token checks per peer address. After GB_API_AUTHLIMIT_FAILURES failures
+ * (a missing or unknown token) from one address within GB_API_AUTHLIMIT_WINDOW_MS of its first
+ * failure, that address's requests without a valid token get 429 too_many_requests with
+ * Retry-After until the window ends. A valid token is never refused. The table holds
+ * GB_API_AUTHLIMIT_SLOTS addresses (an address may sit within GB_API_AUTHLIMIT_PROBE slots of
+ * its hash; the least recently touched one there is evicted) and never allocates. */
+#define GB_API_AUTHLIMIT_FAILURES  20
+#define GB_API_AUTHLIMIT_WINDOW_MS 10000
+#define GB_API_AUTHLIMIT_SLOTS     1024
+#define GB_API_AUTHLIMIT_PROBE     8
+/* 0 when peer ("ip:port", as in req->peer) may go on, else the seconds left in its window. */
+unsigned gb_api__authlimit_check(const char *peer, int64_t now_ms);
+/* Counts one failed token check from peer. */
+void gb_api__authlimit_fail(const char *peer, int64_t now_ms);
+/* Whether token has the shape of an issued token ("gbt_" + 43 base64url characters): from a
+ * limited address, only such a token is worth looking up. */
+bool gb_api__authlimit_token_shaped(gb_str_t token);
+/* Answers req with 429 too_many_requests and Retry-After, and counts it. */
+void gb_api__authlimit_respond(gb_http_req_t *req, unsigned retry_after_s);
+/* Appends gb_auth_limited_total (Prometheus text). */
+void gb_api__authlimit_write_metrics(gb_buf_t *out);
+
 #endif
