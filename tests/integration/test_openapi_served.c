@@ -106,7 +106,7 @@ static void test_openapi_get_returns_the_file_without_a_token(void **state)
 static void test_openapi_if_none_match_gives_304(void **state)
 {
     GB_UNUSED(state);
-    char h[160];
+    char h[320];
     gb_th_resp_t r;
     char matching[4][64];
 

@@ -694,23 +694,11 @@ static rebuild_op_t *start_rebuild(gb_api_t *api, gb_fleet_dev_t *fd)
 
 /* ---- the handler ---- */
 
-static bool is_json(gb_str_t ct)
-{
-    if (ct.p == NULL) {
-        return false;
-    }
-    size_t n = 0;
-    while (n < ct.len && ct.p[n] != ';' && ct.p[n] != ' ') {
-        n++;
-    }
-    return gb_str_case_eq_cstr((gb_str_t){ct.p, n}, "application/json");
-}
-
 static void on_agent_messages(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_t *who)
 {
     gb_error_t err;
 
-    if (!is_json(gb_http_req_header(req, "content-type"))) {
+    if (!gb_api__is_json(req)) {
         gb_http_respond_errorf(req, 415, "unsupported_media_type",
                                "agent reports must be sent as Content-Type: application/json");
         return;

@@ -158,6 +158,19 @@ void gb_api__route_streamed(gb_api_t *api, gb_http_method_t method, const char *
     gb_http_router_add_streamed(api->router, method, pattern, max_body, on_route, r);
 }
 
+bool gb_api__is_json(const gb_http_req_t *req)
+{
+    gb_str_t ct = gb_http_req_header(req, "content-type");
+    if (ct.p == NULL) {
+        return false;
+    }
+    size_t n = 0;
+    while (n < ct.len && ct.p[n] != ';' && ct.p[n] != ' ') {
+        n++;
+    }
+    return gb_str_case_eq_cstr((gb_str_t){ct.p, n}, "application/json");
+}
+
 gb_api_t *gb_api_new(const gb_api_deps_t *deps)
 {
     gb_api_t *api = gb_xcalloc(1, sizeof(*api));

@@ -495,18 +495,6 @@ static void on_events(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_
 
 /* ---- actions ---- */
 
-static bool is_json(gb_str_t ct)
-{
-    if (ct.p == NULL) {
-        return false;
-    }
-    size_t n = 0;
-    while (n < ct.len && ct.p[n] != ';' && ct.p[n] != ' ') {
-        n++;
-    }
-    return gb_str_case_eq_cstr((gb_str_t){ct.p, n}, "application/json");
-}
-
 /* A slot or a note: printable, no control characters (tabs and newlines allowed in notes). */
 static bool text_ok(const char *s, size_t len, bool multiline)
 {
@@ -524,7 +512,7 @@ static bool text_ok(const char *s, size_t len, bool multiline)
 
 static void on_action(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_t *who)
 {
-    if (!is_json(gb_http_req_header(req, "content-type"))) {
+    if (!gb_api__is_json(req)) {
         gb_http_respond_errorf(req, 415, "unsupported_media_type",
                                "actions must be sent as Content-Type: application/json");
         return;

@@ -106,6 +106,10 @@ void gb_api__device_detail_respond(gb_api_t *api, gb_http_req_t *req, gb_fleet_d
  * default. */
 int gb_api__profile_esp_timeout_min(const gb_api_t *api, const gb_dev_t *dev);
 
+/* True when the request's Content-Type is application/json (parameters such as charset
+ * aside). */
+bool gb_api__is_json(const gb_http_req_t *req);
+
 /* The view options for now (the clock and the stall timeout). */
 void gb_api__view_opts(const gb_api_t *api, gb_proto_view_opts_t *opts);
 

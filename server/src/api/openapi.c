@@ -13,53 +13,9 @@
     "Cache-Control: no-cache\r\n"            \
     "X-Content-Type-Options: nosniff\r\n"
 
-/* Whether an If-None-Match value names etag: "*", or a comma-separated list of entity tags that
- * holds it. The comparison is weak (RFC 9110 section 13.1.2), so W/"x" matches "x". */
-static bool etag_listed(gb_str_t inm, const char *etag)
-{
-    size_t elen = strlen(etag);
-    const char *p = inm.p;
-    const char *end = inm.p + inm.len;
-
-    if (inm.p == NULL) {
-        return false;
-    }
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) {
-            p++;
-        }
-        if (p == end) {
-            break;
-        }
-        if (*p == '*') {
-            return true;
-        }
-        if (end - p >= 2 && p[0] == 'W' && p[1] == '/') {
-            p += 2;
-        }
-        if (p == end || *p != '"') {
-            /* Not an entity tag: skip to the next element of the list. */
-            while (p < end && *p != ',') {
-                p++;
-            }
-            continue;
-        }
-        const char *close = memchr(p + 1, '"', (size_t)(end - p - 1));
-        if (close == NULL) {
-            return false;
-        }
-        size_t tlen = (size_t)(close - p) + 1;
-        if (tlen == elen && memcmp(p, etag, elen) == 0) {
-            return true;
-        }
-        p = close + 1;
-    }
-    return false;
-}
-
 static void on_openapi(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_t *who)
 {
-    if (etag_listed(gb_http_req_header(req, "if-none-match"), GB_API_OPENAPI_JSON_ETAG)) {
+    if (gb_http_req_etag_matches(req, GB_API_OPENAPI_JSON_ETAG)) {
         gb_http_respond(req, 304, NULL, OPENAPI_HEADERS, NULL, 0);
         return;
     }

@@ -361,18 +361,6 @@ static void on_list(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_t 
 
 /* ---- PUT /api/v1/profiles/{name} ---- */
 
-static bool is_json(gb_str_t ct)
-{
-    if (ct.p == NULL) {
-        return false;
-    }
-    size_t n = 0;
-    while (n < ct.len && ct.p[n] != ';' && ct.p[n] != ' ') {
-        n++;
-    }
-    return gb_str_case_eq_cstr((gb_str_t){ct.p, n}, "application/json");
-}
-
 static int field_error(gb_error_t *err, const char *field, const char *why)
 {
     gb_error_set(err, 400, "invalid_request", field, "%s %s", field, why);
@@ -567,7 +555,7 @@ static void on_put(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_t *
     struct gb_api_profiles *reg = api->profiles;
     gb_error_t err;
 
-    if (!is_json(gb_http_req_header(req, "content-type"))) {
+    if (!gb_api__is_json(req)) {
         gb_http_respond_errorf(req, 415, "unsupported_media_type",
                                "a profile must be sent as Content-Type: application/json");
         return;

@@ -456,6 +456,11 @@ bool gb_http__etag_match(gb_str_t inm, const char *etag)
     return false;
 }
 
+bool gb_http_req_etag_matches(const gb_http_req_t *req, const char *etag)
+{
+    return gb_http__etag_match(gb_http_req_header(req, "if-none-match"), etag);
+}
+
 void gb_http__prom_label(gb_buf_t *out, const char *s)
 {
     gb_buf_append(out, "\"", 1);

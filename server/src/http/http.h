@@ -80,6 +80,9 @@ gb_str_t gb_http_req_header(const gb_http_req_t *req, const char *name);
  * and URLSearchParams encode it). Returns false when absent. A parameter given twice yields
  * the first. */
 bool gb_http_req_query(gb_http_req_t *req, const char *name, gb_str_t *value);
+/* True when the request's If-None-Match names etag (a quoted entity tag), or is "*": the
+ * comparison is weak (RFC 9110 section 13.1.2), so W/"x" matches "x". */
+bool gb_http_req_etag_matches(const gb_http_req_t *req, const char *etag);
 /* True once the peer has closed or the connection failed. */
 bool gb_http_req_gone(const gb_http_req_t *req);
 
