@@ -210,32 +210,10 @@ static void samples_dispose(sample_set_t *s)
 
 /* ---- rendering ---- */
 
-/* A number with up to three decimals, trailing zeros trimmed; null when not finite. */
-static void put_number(gb_buf_t *b, double x)
-{
-    char s[64];
-    int n = isfinite(x) ? snprintf(s, sizeof(s), "%.3f", x) : 0;
-    if (n <= 0 || (size_t)n >= sizeof(s)) {
-        gb_buf_append_str(b, "null");
-        return;
-    }
-    while (s[n - 1] == '0') {
-        n--;
-    }
-    if (s[n - 1] == '.') {
-        n--;
-    }
-    if (n == 2 && s[0] == '-' && s[1] == '0') {
-        s[0] = '0';
-        n = 1;
-    }
-    gb_buf_append(b, s, (size_t)n);
-}
-
 static void put_key_number(gb_buf_t *b, const char *key, double x)
 {
     gb_buf_appendf(b, ",\"%s\":", key);
-    put_number(b, x);
+    gb_json_number(b, x);
 }
 
 static void put_prediction(gb_buf_t *b, const gb_cap_prediction_t *p)
@@ -322,7 +300,7 @@ static void render_json(const params_t *p, const gb_cap_fit_t *f, const gb_cap_p
         const gb_cap_what_if_t *w = &pl->what_if[i];
         gb_buf_appendf(b, "%s{\"change\":\"%s\",\"value\":", i > 0 ? "," : "",
                        gb_cap_change_id(w->change));
-        put_number(b, w->value);
+        gb_json_number(b, w->value);
         gb_buf_append_str(b, ",\"prediction\":");
         put_prediction(b, &w->prediction);
         gb_buf_append_str(b, "}");

@@ -87,55 +87,6 @@ static void grow_intervals(gb_api_summary_t *s, size_t n)
 
 /* ---- JSON pieces ---- */
 
-/* Milliseconds as seconds with up to three decimals, trailing zeros trimmed (as the device
- * views write durations). */
-static void put_seconds(gb_buf_t *b, int64_t ms)
-{
-    if (ms < 0) {
-        gb_buf_append(b, "null", 4);
-        return;
-    }
-    long long whole = (long long)(ms / 1000), frac = (long long)(ms % 1000);
-    if (frac == 0) {
-        gb_buf_appendf(b, "%lld", whole);
-    } else if (frac % 100 == 0) {
-        gb_buf_appendf(b, "%lld.%lld", whole, frac / 100);
-    } else if (frac % 10 == 0) {
-        gb_buf_appendf(b, "%lld.%02lld", whole, frac / 10);
-    } else {
-        gb_buf_appendf(b, "%lld.%03lld", whole, frac);
-    }
-}
-
-/* A number with up to three decimals, trailing zeros trimmed. */
-static void put_number(gb_buf_t *b, double x)
-{
-    char s[64];
-    int n = snprintf(s, sizeof(s), "%.3f", x);
-    if (n <= 0 || (size_t)n >= sizeof(s)) {
-        gb_buf_append(b, "null", 4);
-        return;
-    }
-    while (s[n - 1] == '0') {
-        n--;
-    }
-    if (s[n - 1] == '.') {
-        n--;
-    }
-    gb_buf_append(b, s, (size_t)n);
-}
-
-static void put_time(gb_buf_t *b, int64_t ms)
-{
-    if (ms == GB_TIME_NONE) {
-        gb_buf_append(b, "null", 4);
-        return;
-    }
-    char t[32];
-    gb_time_format_rfc3339(ms, t);
-    gb_buf_appendf(b, "\"%s\"", t);
-}
-
 /* An hour's start without the always-zero milliseconds: "2026-11-24T10:00:00Z". */
 static void put_hour(gb_buf_t *b, int64_t ms)
 {
@@ -149,15 +100,6 @@ static void put_hour(gb_buf_t *b, int64_t ms)
     gb_buf_appendf(b, "\"%s\"", t);
 }
 
-static void put_str_or_null(gb_buf_t *b, const char *s)
-{
-    if (s == NULL) {
-        gb_buf_append(b, "null", 4);
-    } else {
-        gb_json_quote(b, s, strlen(s));
-    }
-}
-
 /* {"count": n, "p50": x, ...}; sorts v. */
 static void put_percentiles(gb_buf_t *b, int64_t *v, size_t n)
 {
@@ -168,7 +110,7 @@ static void put_percentiles(gb_buf_t *b, int64_t *v, size_t n)
     const int64_t values[] = {p.p50, p.p90, p.p95, p.p99, p.max};
     for (size_t i = 0; i < GB_ARRAY_LEN(names); i++) {
         gb_buf_appendf(b, ",\"%s\":", names[i]);
-        put_seconds(b, n > 0 ? values[i] : -1);
+        gb_json_seconds(b, n > 0 ? values[i] : -1);
     }
     gb_buf_append(b, "}", 1);
 }
@@ -261,7 +203,7 @@ static void render_summary(gb_api_t *api, gb_buf_t *b)
     }
 
     gb_buf_append_str(b, "{\"generated_at\":");
-    put_time(b, now);
+    gb_json_time(b, now);
     gb_buf_appendf(b, ",\"devices\":%zu,\"by_status\":{", devices);
     for (int i = 0; i < GB_DEV_STATUS_COUNT; i++) {
         gb_buf_appendf(b, "%s\"%s\":%zu", i > 0 ? "," : "", gb_dev_status_id((gb_dev_status_t)i),
@@ -285,7 +227,7 @@ static void render_summary(gb_api_t *api, gb_buf_t *b)
 
     gb_buf_append_str(b, "},\"devices_per_hour\":{\"overall\":");
     if (span_start != GB_TIME_NONE && span_end != GB_TIME_NONE && span_end > span_start) {
-        put_number(b, (double)finished * (double)GB_HOUR_MS / (double)(span_end - span_start));
+        gb_json_number(b, (double)finished * (double)GB_HOUR_MS / (double)(span_end - span_start));
     } else {
         gb_buf_append(b, "null", 4);
     }
@@ -298,7 +240,7 @@ static void render_summary(gb_api_t *api, gb_buf_t *b)
     }
     gb_buf_append_str(b, "]},\"first_time_right\":{\"rate\":");
     if (finished > 0) {
-        put_number(b, (double)first_time / (double)finished);
+        gb_json_number(b, (double)first_time / (double)finished);
     } else {
         gb_buf_append(b, "null", 4);
     }
@@ -335,17 +277,17 @@ static void put_point(gb_buf_t *b, const gb_dev_t *d, const gb_stats_interval_t 
     gb_durations_t du;
     gb_dev_durations(d, &du);
     gb_buf_append_str(b, "{\"serial\":");
-    put_str_or_null(b, d->serial);
+    gb_json_str_or_null(b, d->serial);
     gb_buf_appendf(b,
                    ",\"status\":\"%s\",\"attempt\":%u,\"group_tag\":", gb_dev_status_id(d->status),
                    d->attempt);
-    put_str_or_null(b, d->group_tag);
+    gb_json_str_or_null(b, d->group_tag);
     gb_buf_append_str(b, ",\"profile\":");
-    put_str_or_null(b, d->profile);
+    gb_json_str_or_null(b, d->profile);
     gb_buf_append_str(b, ",\"mean_mbps\":");
     double mbps;
     if (gb_dev_mean_mbps(d, &mbps)) {
-        put_number(b, mbps);
+        gb_json_number(b, mbps);
     } else {
         gb_buf_append(b, "null", 4);
     }
@@ -355,17 +297,17 @@ static void put_point(gb_buf_t *b, const gb_dev_t *d, const gb_stats_interval_t 
                    (unsigned long long)d->bytes_total, (unsigned long long)d->bytes_http,
                    (unsigned long long)d->bytes_lan, (unsigned long long)d->bytes_cache,
                    (unsigned long long)d->setup_bytes);
-    put_seconds(b, du.device_preparation_ms);
+    gb_json_seconds(b, du.device_preparation_ms);
     gb_buf_append_str(b, ",\"device_setup_s\":");
-    put_seconds(b, du.device_setup_ms);
+    gb_json_seconds(b, du.device_setup_ms);
     gb_buf_append_str(b, ",\"total_s\":");
-    put_seconds(b, du.total_ms);
+    gb_json_seconds(b, du.total_ms);
     gb_buf_append_str(b, ",\"started_at\":");
-    put_time(b, iv->start_ms);
+    gb_json_time(b, iv->start_ms);
     gb_buf_append_str(b, ",\"ended_at\":");
-    put_time(b, iv->end_ms);
+    gb_json_time(b, iv->end_ms);
     gb_buf_append_str(b, ",\"concurrency\":");
-    put_number(b, conc);
+    gb_json_number(b, conc);
     gb_buf_append(b, "}", 1);
 }
 
@@ -425,7 +367,7 @@ static void render_timings(gb_api_t *api, gb_buf_t *b)
     gb_stats_concurrency(s->intervals, n_intervals, n_points, s->steps, s->concurrency);
 
     gb_buf_append_str(b, "{\"generated_at\":");
-    put_time(b, now);
+    gb_json_time(b, now);
     gb_buf_append_str(b, ",\"points\":[");
     for (size_t i = 0; i < n_points; i++) {
         if (i > 0) {

@@ -2,8 +2,6 @@
  * appended straight to a gb_buf_t with gb_json_quote: the list endpoint writes a hundred of these
  * per request, so no JSON tree is built. Times are RFC 3339 UTC with milliseconds, durations are
  * seconds with up to three decimals, HRESULTs are "0x" and eight upper-case hex digits. */
-#include <math.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "protocol/protocol.h"
@@ -22,87 +20,10 @@ static void key(gb_buf_t *b, const char *k, bool *first)
     gb_buf_append(b, "\":", 2);
 }
 
-static void str_or_null(gb_buf_t *b, const char *s)
-{
-    if (s == NULL) {
-        gb_buf_append(b, "null", 4);
-    } else {
-        gb_json_quote(b, s, strlen(s));
-    }
-}
-
 /* An id that is "" for "none" (stage, state) becomes null. */
 static void id_or_null(gb_buf_t *b, const char *s)
 {
-    str_or_null(b, s[0] != '\0' ? s : NULL);
-}
-
-static void time_or_null(gb_buf_t *b, int64_t ms)
-{
-    if (ms == GB_TIME_NONE) {
-        gb_buf_append(b, "null", 4);
-        return;
-    }
-    char t[32];
-    gb_time_format_rfc3339(ms, t);
-    gb_buf_append(b, "\"", 1);
-    gb_buf_append(b, t, 24); /* always "YYYY-MM-DDTHH:MM:SS.mmmZ" */
-    gb_buf_append(b, "\"", 1);
-}
-
-static void seconds_or_null(gb_buf_t *b, int64_t ms)
-{
-    if (ms < 0) {
-        gb_buf_append(b, "null", 4);
-        return;
-    }
-    gb_buf_append_i64(b, ms / 1000);
-    int frac = (int)(ms % 1000);
-    if (frac != 0) {
-        char d[4] = {'.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10),
-                     (char)('0' + frac % 10)};
-        size_t n = 4;
-        while (d[n - 1] == '0') {
-            n--;
-        }
-        gb_buf_append(b, d, n);
-    }
-}
-
-/* A finite number with up to three decimals, trailing zeros trimmed. */
-static void number(gb_buf_t *b, double x)
-{
-    if (!isfinite(x)) {
-        gb_buf_append(b, "null", 4);
-        return;
-    }
-    if (fabs(x) < 1e12) {
-        /* The usual case, without printf: thousandths rounded half away from zero. */
-        int64_t t = llround(x * 1000.0);
-        if (t < 0) {
-            gb_buf_append(b, "-", 1);
-            t = -t;
-        }
-        seconds_or_null(b, t); /* the same digits: whole part, then up to three decimals */
-        return;
-    }
-    char s[64];
-    int n = snprintf(s, sizeof(s), "%.3f", x);
-    if (n <= 0 || (size_t)n >= sizeof(s)) {
-        gb_buf_append(b, "null", 4);
-        return;
-    }
-    while (n > 1 && s[n - 1] == '0') {
-        n--;
-    }
-    if (s[n - 1] == '.') {
-        n--;
-    }
-    if (n == 2 && s[0] == '-' && s[1] == '0') {
-        s[0] = '0';
-        n = 1;
-    }
-    gb_buf_append(b, s, (size_t)n);
+    gb_json_str_or_null(b, s[0] != '\0' ? s : NULL);
 }
 
 static void hresult_or_null(gb_buf_t *b, bool has, uint32_t hr)
@@ -151,9 +72,9 @@ static void device_members(const gb_dev_t *dev, const gb_proto_view_opts_t *opts
     int64_t stall = opts != NULL ? opts->stall_timeout_ms : 0;
 
     key(b, "serial", first);
-    str_or_null(b, dev->serial);
+    gb_json_str_or_null(b, dev->serial);
     key(b, "status", first);
-    str_or_null(b, gb_dev_status_id(dev->status));
+    gb_json_str_or_null(b, gb_dev_status_id(dev->status));
     key(b, "stage", first);
     id_or_null(b, gb_stage_id(dev->stage));
     key(b, "stage_state", first);
@@ -164,13 +85,13 @@ static void device_members(const gb_dev_t *dev, const gb_proto_view_opts_t *opts
     gb_buf_append_str(b,
                       now != GB_TIME_NONE && gb_dev_is_stalled(dev, now, stall) ? "true" : "false");
     key(b, "group_tag", first);
-    str_or_null(b, dev->group_tag);
+    gb_json_str_or_null(b, dev->group_tag);
     key(b, "assigned_user", first);
-    str_or_null(b, dev->assigned_user);
+    gb_json_str_or_null(b, dev->assigned_user);
     key(b, "profile", first);
-    str_or_null(b, dev->profile);
+    gb_json_str_or_null(b, dev->profile);
     key(b, "slot", first);
-    str_or_null(b, dev->slot);
+    gb_json_str_or_null(b, dev->slot);
     key(b, "imported", first);
     gb_buf_append_str(b, dev->imported ? "true" : "false");
     key(b, "diagnosis", first);
@@ -193,19 +114,19 @@ static void device_members(const gb_dev_t *dev, const gb_proto_view_opts_t *opts
     gb_buf_append(b, "]", 1);
 
     key(b, "last_seen", first);
-    time_or_null(b, dev->last_seen_ms);
+    gb_json_time(b, dev->last_seen_ms);
 
     gb_durations_t d;
     gb_dev_durations(dev, &d);
     key(b, "durations", first);
     gb_buf_append_str(b, "{\"device_preparation_s\":");
-    seconds_or_null(b, d.device_preparation_ms);
+    gb_json_seconds(b, d.device_preparation_ms);
     gb_buf_append_str(b, ",\"device_setup_s\":");
-    seconds_or_null(b, d.device_setup_ms);
+    gb_json_seconds(b, d.device_setup_ms);
     gb_buf_append_str(b, ",\"account_setup_s\":");
-    seconds_or_null(b, d.account_setup_ms);
+    gb_json_seconds(b, d.account_setup_ms);
     gb_buf_append_str(b, ",\"total_s\":");
-    seconds_or_null(b, d.total_ms);
+    gb_json_seconds(b, d.total_ms);
     gb_buf_append(b, "}", 1);
 
     key(b, "bytes_downloaded", first);
@@ -221,18 +142,18 @@ static void device_members(const gb_dev_t *dev, const gb_proto_view_opts_t *opts
     key(b, "mean_mbps", first);
     double mbps;
     if (gb_dev_mean_mbps(dev, &mbps)) {
-        number(b, mbps);
+        gb_json_number(b, mbps);
     } else {
         gb_buf_append(b, "null", 4);
     }
     key(b, "first_time_right", first);
     gb_buf_append_str(b, dev->first_time_right ? "true" : "false");
     key(b, "resealed_at", first);
-    time_or_null(b, dev->resealed_ms);
+    gb_json_time(b, dev->resealed_ms);
     key(b, "ready_for_user_at", first);
-    time_or_null(b, gb_dev_ready_for_user_ms(dev));
+    gb_json_time(b, gb_dev_ready_for_user_ms(dev));
     key(b, "reseal_expires_at", first);
-    time_or_null(b, gb_dev_reseal_expires_ms(dev));
+    gb_json_time(b, gb_dev_reseal_expires_ms(dev));
 }
 
 void gb_proto_device_json(const gb_dev_t *dev, const gb_proto_view_opts_t *opts, gb_buf_t *out)
@@ -259,9 +180,9 @@ static void timeline_json(const gb_dev_t *dev, gb_buf_t *b)
         gb_buf_append_str(b, ",\"state\":");
         id_or_null(b, gb_run_state_id((gb_run_state_t)r->state));
         gb_buf_append_str(b, ",\"started_at\":");
-        time_or_null(b, r->started_ms);
+        gb_json_time(b, r->started_ms);
         gb_buf_append_str(b, ",\"ended_at\":");
-        time_or_null(b, r->ended_ms);
+        gb_json_time(b, r->ended_ms);
         gb_buf_append_str(b, ",\"duration_s\":");
         int64_t dur = -1;
         if (r->started_ms != GB_TIME_NONE) {
@@ -271,7 +192,7 @@ static void timeline_json(const gb_dev_t *dev, gb_buf_t *b)
                 dur = end > r->started_ms ? end - r->started_ms : 0;
             }
         }
-        seconds_or_null(b, dur);
+        gb_json_seconds(b, dur);
         gb_buf_append_str(b, ",\"hresult\":");
         hresult_or_null(b, r->has_hresult, r->hresult);
         gb_buf_append(b, "}", 1);
@@ -288,12 +209,12 @@ static void attempts_json(const gb_dev_t *dev, gb_buf_t *b)
             gb_buf_append(b, ",", 1);
         }
         gb_buf_appendf(b, "{\"attempt\":%u,\"started_at\":", i + 1);
-        time_or_null(b, a->started_ms);
+        gb_json_time(b, a->started_ms);
         gb_buf_append_str(b, ",\"ended_at\":");
-        time_or_null(b, a->ended_ms);
+        gb_json_time(b, a->ended_ms);
         gb_buf_append_str(b, ",\"outcome\":");
         bool done = a->outcome == GB_DEV_GREEN || a->outcome == GB_DEV_RED;
-        str_or_null(b, done ? gb_dev_status_id(a->outcome) : NULL);
+        gb_json_str_or_null(b, done ? gb_dev_status_id(a->outcome) : NULL);
         gb_buf_append_str(b, ",\"diagnosis\":");
         diagnosis_json(b, a->outcome == GB_DEV_RED ? &a->diagnosis : NULL);
         gb_buf_append(b, "}", 1);
@@ -310,7 +231,7 @@ static void apps_json(const gb_dev_t *dev, gb_buf_t *b)
             gb_buf_append(b, ",", 1);
         }
         gb_buf_append_str(b, "{\"name\":");
-        str_or_null(b, a->name);
+        gb_json_str_or_null(b, a->name);
         gb_buf_append_str(b, ",\"state\":");
         id_or_null(b, gb_app_state_id((gb_app_state_t)a->state));
         gb_buf_append_str(b, ",\"bytes\":");
@@ -339,11 +260,11 @@ void gb_proto_device_detail_json(const gb_dev_t *dev, const gb_proto_view_opts_t
 
     key(out, "hardware", &first);
     gb_buf_append_str(out, "{\"manufacturer\":");
-    str_or_null(out, dev->manufacturer);
+    gb_json_str_or_null(out, dev->manufacturer);
     gb_buf_append_str(out, ",\"model\":");
-    str_or_null(out, dev->model);
+    gb_json_str_or_null(out, dev->model);
     gb_buf_append_str(out, ",\"tpm_version\":");
-    str_or_null(out, dev->tpm_version);
+    gb_json_str_or_null(out, dev->tpm_version);
     gb_buf_append_str(out, ",\"tpm_attestation\":");
     tri_or_null(out, dev->tpm_attestation);
     gb_buf_append_str(out, ",\"virtual_machine\":");
@@ -355,20 +276,20 @@ void gb_proto_device_detail_json(const gb_dev_t *dev, const gb_proto_view_opts_t
     id_or_null(out, gb_medium_id(dev->medium));
     gb_buf_append_str(out, ",\"link_mbps\":");
     if (dev->link_mbps >= 0) {
-        number(out, dev->link_mbps);
+        gb_json_number(out, dev->link_mbps);
     } else {
         gb_buf_append(out, "null", 4);
     }
     gb_buf_append(out, "}", 1);
 
     key(out, "agent", &first);
-    str_or_null(out, dev->agent);
+    gb_json_str_or_null(out, dev->agent);
     key(out, "os_build", &first);
-    str_or_null(out, dev->os_build);
+    gb_json_str_or_null(out, dev->os_build);
     key(out, "apps", &first);
     apps_json(dev, out);
     key(out, "first_seen", &first);
-    time_or_null(out, dev->first_seen_ms);
+    gb_json_time(out, dev->first_seen_ms);
     key(out, "max_seq", &first);
     gb_buf_appendf(out, "%llu", (unsigned long long)dev->max_seq);
     key(out, "messages", &first);

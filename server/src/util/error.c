@@ -1,5 +1,6 @@
 /* error: client-visible errors and their JSON form, the contract's
  * {"error": {"code", "message", "index"?, "field"?}}. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -79,6 +80,79 @@ void gb_json_quote(gb_buf_t *b, const char *s, size_t n)
         }
     }
     gb_buf_append(b, s + n - run, run);
+    gb_buf_append(b, "\"", 1);
+}
+
+void gb_json_str_or_null(gb_buf_t *b, const char *s)
+{
+    if (s == NULL) {
+        gb_buf_append(b, "null", 4);
+    } else {
+        gb_json_quote(b, s, strlen(s));
+    }
+}
+
+void gb_json_seconds(gb_buf_t *b, int64_t ms)
+{
+    if (ms < 0) {
+        gb_buf_append(b, "null", 4);
+        return;
+    }
+    gb_buf_append_i64(b, ms / 1000);
+    int frac = (int)(ms % 1000);
+    if (frac != 0) {
+        char d[4] = {'.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10),
+                     (char)('0' + frac % 10)};
+        size_t n = 4;
+        while (d[n - 1] == '0') {
+            n--;
+        }
+        gb_buf_append(b, d, n);
+    }
+}
+
+void gb_json_number(gb_buf_t *b, double x)
+{
+    if (!isfinite(x)) {
+        gb_buf_append(b, "null", 4);
+        return;
+    }
+    if (fabs(x) < 1e12) {
+        /* The usual case, without printf: thousandths rounded half away from zero, then the
+         * same digits as a duration. */
+        int64_t t = llround(x * 1000.0);
+        if (t < 0) {
+            gb_buf_append(b, "-", 1);
+            t = -t;
+        }
+        gb_json_seconds(b, t);
+        return;
+    }
+    char s[64];
+    int n = snprintf(s, sizeof(s), "%.3f", x);
+    if (n <= 0 || (size_t)n >= sizeof(s)) {
+        gb_buf_append(b, "null", 4);
+        return;
+    }
+    while (n > 1 && s[n - 1] == '0') {
+        n--;
+    }
+    if (s[n - 1] == '.') {
+        n--;
+    }
+    gb_buf_append(b, s, (size_t)n);
+}
+
+void gb_json_time(gb_buf_t *b, int64_t ms)
+{
+    if (ms == INT64_MIN) {
+        gb_buf_append(b, "null", 4);
+        return;
+    }
+    char t[32];
+    gb_time_format_rfc3339(ms, t);
+    gb_buf_append(b, "\"", 1);
+    gb_buf_append(b, t, 24); /* always "YYYY-MM-DDTHH:MM:SS.mmmZ" */
     gb_buf_append(b, "\"", 1);
 }
 

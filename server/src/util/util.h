@@ -140,6 +140,17 @@ bool gb_error_is_set(const gb_error_t *e);
 void gb_error_to_json(const gb_error_t *e, gb_buf_t *out);
 /* Appends s as a JSON string literal (quotes included), escaping as RFC 8259 requires. */
 void gb_json_quote(gb_buf_t *b, const char *s, size_t n);
+/* JSON values as the API writes them, each null for its "not known" input:
+ *   gb_json_str_or_null   a string (NULL: null);
+ *   gb_json_number        a number with up to three decimals, trailing zeros trimmed (not
+ *                         finite: null);
+ *   gb_json_seconds       milliseconds as seconds, the same way (negative: null);
+ *   gb_json_time          UTC milliseconds as an RFC 3339 string with milliseconds (INT64_MIN,
+ *                         which the domain calls GB_TIME_NONE: null). */
+void gb_json_str_or_null(gb_buf_t *b, const char *s);
+void gb_json_number(gb_buf_t *b, double x);
+void gb_json_seconds(gb_buf_t *b, int64_t ms);
+void gb_json_time(gb_buf_t *b, int64_t ms);
 
 /* ---- time ---- */
 /* Wall clock in milliseconds since the Unix epoch. */
