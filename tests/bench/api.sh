@@ -60,15 +60,7 @@ GB_PROG=bench/api
 cd "$GB_ROOT"
 
 DURATION=${GB_BENCH_DURATION:-10s}
-case "$DURATION" in
-    *m) duration_s=$((${DURATION%m} * 60)) ;;
-    *s) duration_s=${DURATION%s} ;;
-    *) duration_s=$DURATION ;;
-esac
-if ! [[ "$duration_s" =~ ^[0-9]+$ ]]; then
-    echo "GB_BENCH_DURATION: seconds (10s) or minutes (1m)" >&2
-    exit 2
-fi
+duration_s=$(bench_seconds "$DURATION") || exit 2
 THREADS=${GB_BENCH_THREADS:-2}
 CONNS=${GB_BENCH_CONNECTIONS:-50}
 DEVICES=${GB_BENCH_API_DEVICES:-10000}
@@ -108,26 +100,7 @@ cleanup() {
     bench_cleanup "$cluster_dir" "$tmp" "$child_pid" "$nginx_pid" "$server_pid"
 }
 
-# Command prefixes that pin the server under test and the clients (empty unless GB_BENCH_PIN=1).
-server_pin=()
-client_pin=()
-if [ "$PIN" = 1 ]; then
-    server_pin=(taskset -c 0)
-    if [ "$(nproc)" -gt 1 ]; then
-        client_pin=(taskset -c "1-$(($(nproc) - 1))")
-    fi
-fi
-
-# run_child CMD...: runs CMD in the background and waits for it, so that a signal's trap runs at
-# once (and stops it) rather than after CMD. CMD is a program (timeout bounds it), not a function.
-run_child() {
-    "$@" &
-    child_pid=$!
-    local rc=0
-    wait "$child_pid" || rc=$?
-    child_pid=
-    return "$rc"
-}
+bench_pins "$PIN"
 
 # ---- servers ----
 
@@ -144,7 +117,7 @@ start_gloveboxd() {
         --database-url "$url" --log-level warn) || gb_die "could not create the viewer token"
     gb_port=$(bench_free_port 18780)
     gb_url=http://127.0.0.1:$gb_port
-    "${server_pin[@]}" "$GLOVEBOXD" serve --listen "127.0.0.1:$gb_port" --database-url "$url" \
+    "${bench_server_pin[@]}" "$GLOVEBOXD" serve --listen "127.0.0.1:$gb_port" --database-url "$url" \
         --log-level warn >"$tmp/gloveboxd.log" 2>&1 &
     server_pid=$!
     bench_wait_http "$gb_url/healthz" 60 ||
@@ -191,7 +164,7 @@ http {
     }
 }
 CONF
-    "${server_pin[@]}" nginx -e "$tmp/nginx/error.log" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" &
+    "${bench_server_pin[@]}" nginx -e "$tmp/nginx/error.log" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" &
     nginx_pid=$!
     bench_wait_http "$nginx_url/list.json" 10 ||
         { cat "$tmp/nginx/error.log" >&2; gb_die "nginx did not start"; }
@@ -258,7 +231,7 @@ measure() {
     if [ -n "${3:-}" ]; then
         hdr=(-H "$3")
     fi
-    if ! run_child timeout $((duration_s + 60)) "${client_pin[@]}" wrk -t"$THREADS" -c"$CONNS" \
+    if ! run_child timeout $((duration_s + 60)) "${bench_client_pin[@]}" wrk -t"$THREADS" -c"$CONNS" \
         -d"$DURATION" --timeout 5s --latency "${hdr[@]}" "$2" >"$out" 2>&1; then
         cat "$out" >&2
         gb_die "wrk against $2 failed"
@@ -359,7 +332,7 @@ run_sse() {
     c0=$(cpu_ticks "$server_pid")
     t0=$(date +%s.%N)
     GB_BENCH_VIEWER=$viewer_token GB_BENCH_TOKEN=$agent_token run_child \
-        timeout $((SSE_SECONDS + 300)) "${client_pin[@]}" "$BENCH_SSE" --port "$gb_port" \
+        timeout $((SSE_SECONDS + 300)) "${bench_client_pin[@]}" "$BENCH_SSE" --port "$gb_port" \
         --subscribers "$SSE_SUBS" --rate "$SSE_RATE" --seconds "$SSE_SECONDS" \
         --devices "$SSE_DEVICES" --batch "$SSE_BATCH" --connections "$SSE_CONNS" \
         --subscriber-report "$tmp/sse-subscribers.txt" >"$tmp/sse.out" 2>"$tmp/sse.err" || rc=$?

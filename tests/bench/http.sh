@@ -54,20 +54,12 @@ cleanup() {
     bench_cleanup "$cluster_dir" "$tmp" "$server_pid" "$nginx_pid"
 }
 
-# Command prefixes that pin the server under test and wrk (empty unless GB_BENCH_PIN=1).
-server_pin=()
-wrk_pin=()
-if [ "$PIN" = 1 ]; then
-    server_pin=(taskset -c 0)
-    if [ "$(nproc)" -gt 1 ]; then
-        wrk_pin=(taskset -c "1-$(($(nproc) - 1))")
-    fi
-fi
+bench_pins "$PIN"
 
 # measure NAME URL CONNECTIONS: one wrk run; prints requests/s, the report stays in $tmp/NAME.
 measure() {
     local out=$tmp/$1.wrk
-    if ! bench_wrk "$out" "${wrk_pin[@]}" wrk -t"$THREADS" -c"$3" -d"$DURATION" \
+    if ! bench_wrk "$out" "${bench_client_pin[@]}" wrk -t"$THREADS" -c"$3" -d"$DURATION" \
         --timeout 5s "$2"; then
         cat "$out" >&2
         gb_die "wrk against $2 failed"
@@ -131,7 +123,7 @@ http {
     }
 }
 CONF
-    "${server_pin[@]}" nginx -e "$tmp/nginx/error.log" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" &
+    "${bench_server_pin[@]}" nginx -e "$tmp/nginx/error.log" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" &
     nginx_pid=$!
     bench_wait_http "http://127.0.0.1:$nginx_port/bench.txt" 10 ||
         { cat "$tmp/nginx/error.log" >&2; gb_die "nginx did not start"; }
@@ -148,7 +140,7 @@ start_gloveboxd() {
     export GLOVEBOX_DATABASE_URL
     GLOVEBOX_DATABASE_URL=$("$PG_CLUSTER" url "$cluster_dir")
     gloveboxd_port=$(bench_free_port 18280)
-    "${server_pin[@]}" "$GLOVEBOXD" serve --listen "127.0.0.1:$gloveboxd_port" --web-dir "$tmp/web" \
+    "${bench_server_pin[@]}" "$GLOVEBOXD" serve --listen "127.0.0.1:$gloveboxd_port" --web-dir "$tmp/web" \
         --max-connections $((MANY + 1024)) --log-level warn >"$tmp/gloveboxd.log" 2>&1 &
     server_pid=$!
     if ! bench_wait_http "http://127.0.0.1:$gloveboxd_port/healthz" 30; then
@@ -165,13 +157,14 @@ start_gloveboxd() {
         { gb_msg "gloveboxd serves a different /bench.txt"; return 1; }
 }
 
-# verdict RATIO: "met" or "MISSED" against GOAL.
+# verdict RATIO: sets v to "met" or "MISSED" against GOAL (and missed=1 when missed). It sets a
+# variable rather than printing: inside $(...) the missed flag would be lost with the subshell.
 verdict() {
     if awk -v r="$1" -v g="$GOAL" 'BEGIN { exit !(r != "n/a" && r >= g) }'; then
-        echo met
+        v=met
     else
         missed=1
-        echo MISSED
+        v=MISSED
     fi
 }
 
@@ -213,12 +206,15 @@ main() {
     gb_url=http://127.0.0.1:$gloveboxd_port
     g_file=$(measure gloveboxd-file "$gb_url/bench.txt" "$CONNS")
     r_file=$(bench_ratio "$g_file" "$n_file")
+    local v
+    verdict "$r_file"
     printf '  %-22s %-12s %10s req/s  %s x nginx (goal >= %s: %s)\n' gloveboxd /bench.txt \
-        "$g_file" "$r_file" "$GOAL" "$(verdict "$r_file")"
+        "$g_file" "$r_file" "$GOAL" "$v"
     g_health=$(measure gloveboxd-healthz "$gb_url/healthz" "$CONNS")
     r_health=$(bench_ratio "$g_health" "$n_file")
+    verdict "$r_health"
     printf '  %-22s %-12s %10s req/s  %s x nginx file (goal >= %s: %s)\n' gloveboxd /healthz \
-        "$g_health" "$r_health" "$GOAL" "$(verdict "$r_health")"
+        "$g_health" "$r_health" "$GOAL" "$v"
 
     local many errors
     many=$(measure gloveboxd-many "$gb_url/healthz" "$MANY")

@@ -55,15 +55,7 @@ GB_PROG=bench/ingest
 cd "$GB_ROOT"
 
 DURATION=${GB_BENCH_DURATION:-15s}
-case "$DURATION" in
-    *m) duration_s=$((${DURATION%m} * 60)) ;;
-    *s) duration_s=${DURATION%s} ;;
-    *) duration_s=$DURATION ;;
-esac
-if ! [[ "$duration_s" =~ ^[0-9]+$ ]]; then
-    echo "GB_BENCH_DURATION: seconds (15s) or minutes (1m)" >&2
-    exit 2
-fi
+duration_s=$(bench_seconds "$DURATION") || exit 2
 PG_SECONDS=${GB_BENCH_PG_SECONDS:-15}
 DEVICES=${GB_BENCH_DEVICES:-100000}
 BUILD_DIR=$GB_ROOT/${GB_BENCH_BUILD_DIR:-build}
@@ -95,17 +87,6 @@ usage() {
 cleanup() {
     trap - INT TERM EXIT
     bench_cleanup "$cluster_dir" "$tmp" "$child_pid" "$wrk_pid" "$server_pid"
-}
-
-# run_child CMD...: runs CMD in the background and waits for it, so that a signal's trap runs at
-# once (and stops it) rather than after CMD. CMD is a program (timeout bounds it), not a function.
-run_child() {
-    "$@" &
-    child_pid=$!
-    local rc=0
-    wait "$child_pid" || rc=$?
-    child_pid=
-    return "$rc"
 }
 
 # psql_at DB SQL: one value (or rows), unaligned.

@@ -17,6 +17,12 @@
 #                              gb_ingest_messages_total stopped moving; false after SECS seconds
 #   bench_field OUT KEY        the value of KEY=... on the "GB_WRK" line of a wrk report written
 #                              by tests/bench/agent.lua
+#   bench_seconds DURATION     "15s" or "1m" as whole seconds; fails (with a message) otherwise
+#   bench_pins PIN             sets the arrays bench_server_pin (core 0) and bench_client_pin (the
+#                              other cores) to taskset prefixes when PIN is 1, else to nothing
+#   run_child CMD...           runs CMD in the background and waits for it, so that a signal's
+#                              trap runs at once (and stops it) rather than after CMD; CMD is a
+#                              program (timeout bounds it), not a function; sets child_pid
 #   bench_calc EXPR            an awk arithmetic expression, printed with two decimals
 # shellcheck shell=bash
 
@@ -149,4 +155,40 @@ bench_field() {
 
 bench_calc() {
     awk "BEGIN { printf \"%.2f\\n\", $1 }"
+}
+
+bench_seconds() {
+    local s
+    case "$1" in
+        *m) s=$((${1%m} * 60)) ;;
+        *s) s=${1%s} ;;
+        *) s=$1 ;;
+    esac
+    if ! [[ "$s" =~ ^[0-9]+$ ]]; then
+        echo "GB_BENCH_DURATION: seconds (15s) or minutes (1m), not '$1'" >&2
+        return 1
+    fi
+    echo "$s"
+}
+
+# The arrays are for the sourcing script.
+# shellcheck disable=SC2034
+bench_pins() {
+    bench_server_pin=()
+    bench_client_pin=()
+    if [ "$1" = 1 ]; then
+        bench_server_pin=(taskset -c 0)
+        if [ "$(nproc)" -gt 1 ]; then
+            bench_client_pin=(taskset -c "1-$(($(nproc) - 1))")
+        fi
+    fi
+}
+
+run_child() {
+    "$@" &
+    child_pid=$!
+    local rc=0
+    wait "$child_pid" || rc=$?
+    child_pid=
+    return "$rc"
 }
