@@ -262,6 +262,10 @@ struct gb_http_server {
     int64_t reject_logged_ms; /* loop time of the last "connection cap reached" line */
     int port;
     bool shutting_down;
+    /* Shutdown closes idle connections from a check handle, after the poll phase that saw the
+     * signal: a request already in a socket's buffer is read first, then answered. */
+    uv_check_t drain;
+    bool drain_open; /* uv_check_init done, close callback not yet run */
     bool done_fired;
     void (*done)(void *arg);
     void *done_arg;

@@ -74,7 +74,7 @@ static void server_release(gb_http_server_t *s)
 
 void gb_http__server_maybe_done(gb_http_server_t *s)
 {
-    if (!s->shutting_down || s->done_fired || s->listener_open || s->nconns > 0 ||
+    if (!s->shutting_down || s->done_fired || s->listener_open || s->drain_open || s->nconns > 0 ||
         s->nrejected > 0) {
         return;
     }
@@ -209,6 +209,24 @@ int gb_http_server_port(const gb_http_server_t *s)
     return s->port;
 }
 
+static void on_drain_closed(uv_handle_t *handle)
+{
+    gb_http_server_t *s = gb_container_of((uv_check_t *)handle, gb_http_server_t, drain);
+    s->drain_open = false;
+    gb_http__server_maybe_done(s);
+}
+
+static void on_drain(uv_check_t *check)
+{
+    gb_http_server_t *s = gb_container_of(check, gb_http_server_t, drain);
+    uv_check_stop(check);
+    uv_close((uv_handle_t *)check, on_drain_closed);
+    /* Closing never frees synchronously, so walking the list while closing is safe. */
+    for (gb_http_conn_t *c = s->conns; c != NULL; c = c->next) {
+        gb_http__conn_shutdown(c);
+    }
+}
+
 void gb_http_server_shutdown(gb_http_server_t *s, void (*done)(void *arg), void *arg)
 {
     if (s->shutting_down) {
@@ -221,10 +239,11 @@ void gb_http_server_shutdown(gb_http_server_t *s, void (*done)(void *arg), void 
     if (!uv_is_closing((uv_handle_t *)&s->listener)) {
         uv_close((uv_handle_t *)&s->listener, on_listener_closed);
     }
-    /* Closing never frees synchronously, so walking the list while closing is safe. */
-    for (gb_http_conn_t *c = s->conns; c != NULL; c = c->next) {
-        gb_http__conn_shutdown(c);
-    }
+    /* The signal may be handled in the same poll phase as a read that brings a whole request;
+     * closing idle connections right here would drop that request unanswered. */
+    uv_check_init(s->loop, &s->drain);
+    s->drain_open = true;
+    uv_check_start(&s->drain, on_drain);
 }
 
 void gb_http_server_free(gb_http_server_t *s)
