@@ -251,6 +251,18 @@ static void send_hello(gb_sim_t *sim, device_t *d, bool on_bench)
     msg_end(sim, d);
 }
 
+/* The device's user, as the fleet's CSV assigns it and as the user signs in:
+ * "user.<serial in lower case>@<GB_SIM_USER_DOMAIN>". */
+static void append_upn(gb_buf_t *b, const char *serial)
+{
+    gb_buf_append_str(b, "user.");
+    for (const char *c = serial; *c != '\0'; c++) {
+        char l = *c >= 'A' && *c <= 'Z' ? (char)(*c - 'A' + 'a') : *c;
+        gb_buf_append(b, &l, 1);
+    }
+    gb_buf_append_str(b, "@" GB_SIM_USER_DOMAIN);
+}
+
 static void send_stage(gb_sim_t *sim, device_t *d, gb_sim_stage_t stage, const char *state,
                        uint32_t hr)
 {
@@ -258,6 +270,11 @@ static void send_stage(gb_sim_t *sim, device_t *d, gb_sim_stage_t stage, const c
     gb_buf_appendf(&sim->msg, ",\"stage\":\"%s\",\"state\":\"%s\"", gb_sim_stage_id(stage), state);
     if (hr != 0) {
         put_hresult(sim, hr);
+    }
+    if (stage == GB_SIM_USER_SIGNIN && strcmp(state, "succeeded") == 0) {
+        gb_buf_append_str(&sim->msg, ",\"upn\":\"");
+        append_upn(&sim->msg, d->serial);
+        gb_buf_append_str(&sim->msg, "\"");
     }
     msg_end(sim, d);
 }
@@ -1296,7 +1313,9 @@ void gb_sim_csv(const gb_sim_t *sim, uint32_t hash_bytes, const char *group_tag,
         }
         gb_buf_appendf(out, "%s,,", d->serial);
         gb_sim__base64(raw, hash_bytes, out);
-        gb_buf_appendf(out, ",%s,\n", group_tag ? group_tag : "");
+        gb_buf_appendf(out, ",%s,", group_tag ? group_tag : "");
+        append_upn(out, d->serial);
+        gb_buf_append_str(out, "\n");
     }
     free(raw);
 }

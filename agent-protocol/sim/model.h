@@ -284,9 +284,13 @@ void gb_sim_summary_text(const gb_sim_t *sim, gb_buf_t *out);
 #define GB_SIM_CSV_HEADER \
     "Device Serial Number,Windows Product ID,Hardware Hash,Group Tag,Assigned User"
 
+/* The domain of the simulated users (each device's user signs in as user.<serial>@ it). */
+#define GB_SIM_USER_DOMAIN "contoso.com"
+
 /* Appends the hardware-hash CSV of the model's devices: the header, then one row per device
  * with an empty product id, a base64 hardware hash of hash_bytes raw bytes derived from the
- * seed, and group_tag. */
+ * seed, group_tag, and the device's user as Assigned User (the user who signs in during the
+ * handover: user.<serial in lower case>@GB_SIM_USER_DOMAIN). */
 void gb_sim_csv(const gb_sim_t *sim, uint32_t hash_bytes, const char *group_tag, gb_buf_t *out);
 
 #endif

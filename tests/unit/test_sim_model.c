@@ -1,6 +1,7 @@
 /* Unit tests of glovebox-sim's room model: repeatability, the uplink's fair share, the ESP
  * timeout, every fault as a real device shows it, retries, handover timing, bench slots, and the
  * ground truth's sums. Each test runs a small room in memory; no sockets, no files. */
+#include <ctype.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -893,7 +894,15 @@ static void test_sim_csv_has_the_intune_header_and_one_row_per_device(void **sta
         assert_memory_equal(comma + 2, "T0", 2); /* the hash format's header bytes */
         char *tag = strchr(comma + 2, ',');
         assert_int_equal(tag - (comma + 2), 400); /* base64 of 300 bytes */
-        assert_string_equal(tag, ",Staging,");
+        /* The group tag, then the device's user (who signs in at the handover). */
+        char want[96];
+        const char *serial = gb_sim_device_serial(sim, (uint32_t)rows);
+        int n = snprintf(want, sizeof(want), ",Staging,user.");
+        for (const char *ch = serial; *ch != '\0'; ch++) {
+            want[n++] = (char)tolower((unsigned char)*ch);
+        }
+        snprintf(want + n, sizeof(want) - (size_t)n, "@%s", GB_SIM_USER_DOMAIN);
+        assert_string_equal(tag, want);
         rows++;
     }
     assert_int_equal(rows, 25);

@@ -273,7 +273,9 @@ static void test_views_snapshot_refuses_damage(void **state)
     static const struct {
         const char *from, *to;
     } edits[] = {
-        {"\"v\":1", "\"v\":2"},
+        {"\"v\":2", "\"v\":3"},
+        {"\"v\":2", "\"v\":0"},
+        {"\"user_upn\":null", "\"user_upn\":5"},
         {"\"serial\":\"PF3ABC12\"", "\"serial\":7"},
         {"\"status\":\"red\"", "\"status\":\"purple\""},
         {"\"stage\":\"registering_mdm\"", "\"stage\":\"nap\""},
@@ -294,7 +296,7 @@ static void test_views_snapshot_refuses_damage(void **state)
         {"\"apps\":[]", "\"apps\":[[7,\"installed\",null,null]]"},
         {"\"agent\":\"glovebox-sim/1.0\"", "\"agent\":[]"},
         {"\"contig_seq\":", "\"contig_seq\":9999"},
-        {"{\"v\":1", "[{\"v\":1"},
+        {"{\"v\":2", "[{\"v\":2"},
     };
     gb_dev_t dev;
     th_run_file("domain/scenarios/multiple_mdm_stage.jsonl", &dev, false);
@@ -341,6 +343,20 @@ static void test_views_snapshot_refuses_damage(void **state)
         free(s);
         json_decref(copy);
     }
+    json_decref(root);
+    /* A version 1 snapshot (written before user_upn existed) still decodes, without it. */
+    root = json_loads(good, 0, NULL);
+    json_object_set_new(root, "v", json_integer(1));
+    json_object_del(root, "user_upn");
+    char *v1 = json_dumps(root, JSON_COMPACT);
+    gb_error_t err;
+    gb_error_clear(&err);
+    gb_dev_t back;
+    assert_int_equal(gb_proto_snapshot_decode(v1, strlen(v1), &back, &err), 0);
+    assert_null(back.user_upn);
+    assert_int_equal(back.status, GB_DEV_RED);
+    gb_dev_dispose(&back);
+    free(v1);
     json_decref(root);
     free(good);
 }

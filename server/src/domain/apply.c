@@ -551,6 +551,10 @@ int gb_dev_apply(gb_dev_t *dev, const gb_apply_ctx_t *ctx, const gb_msg_t *msg)
         break;
     case GB_MSG_STAGE: {
         const gb_msg_stage_t *s = &msg->u.stage;
+        if (s->upn.p != NULL) {
+            free(dev->user_upn);
+            dev->user_upn = gb_xstrndup(s->upn.p, s->upn.len);
+        }
         if (s->state == GB_RUN_STARTED) {
             start_stage(dev, s->stage, at);
         } else {

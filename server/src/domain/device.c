@@ -54,6 +54,7 @@ static void init_derived(gb_dev_t *dev)
     dev->bytes_total = dev->bytes_http = dev->bytes_lan = dev->bytes_cache = 0;
     dev->setup_bytes = dev->setup_ms = 0;
     dev->agent = dev->os_build = dev->manufacturer = dev->model = dev->tpm_version = NULL;
+    dev->user_upn = NULL;
     dev->tpm_attestation = GB_TRI_UNSET;
     dev->virtual_machine = GB_TRI_UNSET;
     dev->medium = GB_MEDIUM_UNKNOWN;
@@ -75,6 +76,7 @@ static void dispose_derived(gb_dev_t *dev)
     free(dev->manufacturer);
     free(dev->model);
     free(dev->tpm_version);
+    free(dev->user_upn);
     free(dev->runs);
     free(dev->attempts);
     for (uint32_t i = 0; i < dev->n_apps; i++) {
@@ -120,6 +122,7 @@ void gb_dev_copy(gb_dev_t *dst, const gb_dev_t *src)
     dst->manufacturer = dup_or_null(src->manufacturer);
     dst->model = dup_or_null(src->model);
     dst->tpm_version = dup_or_null(src->tpm_version);
+    dst->user_upn = dup_or_null(src->user_upn);
 
     dst->cap_runs = src->n_runs;
     dst->runs = NULL;

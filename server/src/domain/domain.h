@@ -260,6 +260,7 @@ typedef struct gb_msg_stage {
     gb_run_state_t state;
     bool has_hresult;
     uint32_t hresult;
+    gb_str_t upn; /* user_signin only: who signed in (p NULL when absent) */
 } gb_msg_stage_t;
 
 typedef struct gb_msg_app {
@@ -477,6 +478,8 @@ typedef struct gb_dev {
     gb_tri_t virtual_machine;
     gb_medium_t medium;
     double link_mbps; /* < 0 when unknown */
+
+    char *user_upn; /* who signed in during the user flow (the latest user_signin's upn) */
 
     gb_stage_run_t *runs; /* all attempts, in the order the runs began */
     uint32_t n_runs;

@@ -216,6 +216,18 @@ static bool decode_stage(dec_t *d, json_t *m, gb_msg_stage_t *s)
     if (!gb_run_state_parse(v, &s->state)) {
         return fail(d, "state", "must be started, succeeded, failed or skipped");
     }
+    if (!get_str(d, m, "upn", false, 1, GB_PROTO_UPN_MAX, &s->upn)) {
+        return false;
+    }
+    if (s->upn.p != NULL) {
+        char why[160];
+        if (s->stage != GB_STAGE_USER_SIGNIN) {
+            return fail(d, "upn", "only a user_signin stage names the user who signed in");
+        }
+        if (!gb_assigned_user_check(s->upn.p, why, sizeof(why))) {
+            return fail(d, "upn", why);
+        }
+    }
     return get_hresult(d, m, "hresult", &s->has_hresult, &s->hresult);
 }
 
@@ -536,6 +548,9 @@ void gb_proto_encode_message(const gb_msg_t *msg, gb_buf_t *out)
         put_cstr(out, "stage", gb_stage_id(msg->u.stage.stage));
         put_cstr(out, "state", gb_run_state_id(msg->u.stage.state));
         put_hresult(out, "hresult", msg->u.stage.has_hresult, msg->u.stage.hresult);
+        if (msg->u.stage.upn.p != NULL) {
+            put_str(out, "upn", msg->u.stage.upn);
+        }
         break;
     case GB_MSG_APP:
         put_str(out, "name", msg->u.app.name);

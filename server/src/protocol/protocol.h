@@ -25,6 +25,7 @@
 #define GB_PROTO_TPM_VER_MAX   16
 #define GB_PROTO_MEDIUM_MAX    32
 #define GB_PROTO_SLOT_MAX      32
+#define GB_PROTO_UPN_MAX       113 /* a user_signin's upn, as profiles take assigned users */
 #define GB_PROTO_CHANNEL_MAX   256
 #define GB_PROTO_EVENT_MSG_MAX 65536
 #define GB_PROTO_APP_NAME_MAX  GB_APP_NAME_MAX
@@ -84,11 +85,17 @@ void gb_proto_device_json(const gb_dev_t *dev, const gb_proto_view_opts_t *opts,
 
 /* Appends the detail form: the Device object plus timeline [{attempt, stage, name, state,
  * started_at, ended_at, duration_s, hresult}], attempts [{attempt, started_at, ended_at,
- * outcome, diagnosis}], hardware {manufacturer, model, tpm_version, tpm_attestation,
+ * outcome, diagnosis}], user_upn, hardware {manufacturer, model, tpm_version, tpm_attestation,
  * virtual_machine}, network {medium, link_mbps}, agent, os_build, apps [{name, state, bytes,
  * hresult}], first_seen, max_seq and messages (count applied). */
 void gb_proto_device_detail_json(const gb_dev_t *dev, const gb_proto_view_opts_t *opts,
                                  gb_buf_t *out);
+
+/* Appends a diagnosis {code, stage, hresult, summary, remedy}, or null. */
+void gb_proto_diagnosis_json(gb_buf_t *b, const gb_diagnosis_t *d);
+/* Appends the current attempt's ESP durations {device_preparation_s, device_setup_s,
+ * account_setup_s, total_s} (null where unknown). */
+void gb_proto_durations_json(const gb_dev_t *dev, gb_buf_t *b);
 
 /* Appends the agent's reply: {"acked_seq": N, "status": "...", "stage": "..." | null}. */
 void gb_proto_agent_reply_json(const gb_dev_t *dev, gb_buf_t *out);

@@ -12,7 +12,8 @@
 
 #include "protocol/protocol.h"
 
-#define SNAPSHOT_VERSION 1
+/* Version 2 added user_upn; a version 1 snapshot (written before) decodes without it. */
+#define SNAPSHOT_VERSION 2
 
 /* ---- encode ---- */
 
@@ -116,6 +117,7 @@ void gb_proto_snapshot_encode(const gb_dev_t *dev, gb_buf_t *out)
     put_str(out, "manufacturer", dev->manufacturer);
     put_str(out, "model", dev->model);
     put_str(out, "tpm_version", dev->tpm_version);
+    put_str(out, "user_upn", dev->user_upn);
     put_u64(out, "tpm_attestation", (uint64_t)dev->tpm_attestation);
     put_u64(out, "vm", (uint64_t)dev->virtual_machine);
     put_id(out, "medium", gb_medium_id(dev->medium));
@@ -194,6 +196,7 @@ void gb_proto_snapshot_encode(const gb_dev_t *dev, gb_buf_t *out)
 typedef struct snap {
     gb_error_t *err;
     bool ok;
+    json_int_t version;
 } snap_t;
 
 static void bad(snap_t *s, const char *field, const char *why)
@@ -472,6 +475,7 @@ static void decode_fields(snap_t *s, json_t *root, gb_dev_t *dev)
     dev->manufacturer = get_str(s, root, "manufacturer");
     dev->model = get_str(s, root, "model");
     dev->tpm_version = get_str(s, root, "tpm_version");
+    dev->user_upn = s->version >= 2 ? get_str(s, root, "user_upn") : NULL;
     dev->tpm_attestation =
         (gb_tri_t)get_int(s, json_object_get(root, "tpm_attestation"), "tpm_attestation", 0, 2);
     dev->virtual_machine = (gb_tri_t)get_int(s, json_object_get(root, "vm"), "vm", 0, 2);
@@ -487,7 +491,7 @@ static void decode_fields(snap_t *s, json_t *root, gb_dev_t *dev)
 int gb_proto_snapshot_decode(const char *json, size_t len, gb_dev_t *dev, gb_error_t *err)
 {
     json_error_t jerr;
-    snap_t s = {err, true};
+    snap_t s = {err, true, 0};
 
     memset(dev, 0, sizeof(*dev));
     json_t *root = json_loadb(json, len, 0, &jerr);
@@ -498,7 +502,8 @@ int gb_proto_snapshot_decode(const char *json, size_t len, gb_dev_t *dev, gb_err
     }
     json_t *v = json_object_get(root, "v");
     json_t *serial = json_object_get(root, "serial");
-    if (!json_is_integer(v) || json_integer_value(v) != SNAPSHOT_VERSION) {
+    s.version = json_is_integer(v) ? json_integer_value(v) : 0;
+    if (s.version < 1 || s.version > SNAPSHOT_VERSION) {
         bad(&s, "v", "unsupported version");
     } else if (!json_is_string(serial) ||
                memchr(json_string_value(serial), '\0', json_string_length(serial))) {

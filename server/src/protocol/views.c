@@ -44,7 +44,7 @@ static void tri_or_null(gb_buf_t *b, gb_tri_t t)
     gb_buf_append_str(b, t == GB_TRI_UNSET ? "null" : t == GB_TRI_TRUE ? "true" : "false");
 }
 
-static void diagnosis_json(gb_buf_t *b, const gb_diagnosis_t *d)
+void gb_proto_diagnosis_json(gb_buf_t *b, const gb_diagnosis_t *d)
 {
     const gb_diag_info_t *info = d != NULL ? gb_diag_info(d->code) : NULL;
     if (info == NULL) {
@@ -61,6 +61,21 @@ static void diagnosis_json(gb_buf_t *b, const gb_diagnosis_t *d)
     gb_json_quote(b, info->summary, strlen(info->summary));
     gb_buf_append_str(b, ",\"remedy\":");
     gb_json_quote(b, info->remedy, strlen(info->remedy));
+    gb_buf_append(b, "}", 1);
+}
+
+void gb_proto_durations_json(const gb_dev_t *dev, gb_buf_t *b)
+{
+    gb_durations_t d;
+    gb_dev_durations(dev, &d);
+    gb_buf_append_str(b, "{\"device_preparation_s\":");
+    gb_json_seconds(b, d.device_preparation_ms);
+    gb_buf_append_str(b, ",\"device_setup_s\":");
+    gb_json_seconds(b, d.device_setup_ms);
+    gb_buf_append_str(b, ",\"account_setup_s\":");
+    gb_json_seconds(b, d.account_setup_ms);
+    gb_buf_append_str(b, ",\"total_s\":");
+    gb_json_seconds(b, d.total_ms);
     gb_buf_append(b, "}", 1);
 }
 
@@ -95,7 +110,7 @@ static void device_members(const gb_dev_t *dev, const gb_proto_view_opts_t *opts
     key(b, "imported", first);
     gb_buf_append_str(b, dev->imported ? "true" : "false");
     key(b, "diagnosis", first);
-    diagnosis_json(b, gb_dev_diagnosis(dev));
+    gb_proto_diagnosis_json(b, gb_dev_diagnosis(dev));
 
     key(b, "warnings", first);
     gb_buf_append(b, "[", 1);
@@ -116,18 +131,8 @@ static void device_members(const gb_dev_t *dev, const gb_proto_view_opts_t *opts
     key(b, "last_seen", first);
     gb_json_time(b, dev->last_seen_ms);
 
-    gb_durations_t d;
-    gb_dev_durations(dev, &d);
     key(b, "durations", first);
-    gb_buf_append_str(b, "{\"device_preparation_s\":");
-    gb_json_seconds(b, d.device_preparation_ms);
-    gb_buf_append_str(b, ",\"device_setup_s\":");
-    gb_json_seconds(b, d.device_setup_ms);
-    gb_buf_append_str(b, ",\"account_setup_s\":");
-    gb_json_seconds(b, d.account_setup_ms);
-    gb_buf_append_str(b, ",\"total_s\":");
-    gb_json_seconds(b, d.total_ms);
-    gb_buf_append(b, "}", 1);
+    gb_proto_durations_json(dev, b);
 
     key(b, "bytes_downloaded", first);
     gb_buf_append_u64(b, dev->bytes_total);
@@ -216,7 +221,7 @@ static void attempts_json(const gb_dev_t *dev, gb_buf_t *b)
         bool done = a->outcome == GB_DEV_GREEN || a->outcome == GB_DEV_RED;
         gb_json_str_or_null(b, done ? gb_dev_status_id(a->outcome) : NULL);
         gb_buf_append_str(b, ",\"diagnosis\":");
-        diagnosis_json(b, a->outcome == GB_DEV_RED ? &a->diagnosis : NULL);
+        gb_proto_diagnosis_json(b, a->outcome == GB_DEV_RED ? &a->diagnosis : NULL);
         gb_buf_append(b, "}", 1);
     }
     gb_buf_append(b, "]", 1);
@@ -257,6 +262,8 @@ void gb_proto_device_detail_json(const gb_dev_t *dev, const gb_proto_view_opts_t
     timeline_json(dev, out);
     key(out, "attempts", &first);
     attempts_json(dev, out);
+    key(out, "user_upn", &first);
+    gb_json_str_or_null(out, dev->user_upn);
 
     key(out, "hardware", &first);
     gb_buf_append_str(out, "{\"manufacturer\":");
