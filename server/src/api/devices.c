@@ -93,17 +93,6 @@ static void cursor_encode(const char *serial, gb_buf_t *out)
     free(hex);
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    return -1;
-}
-
 /* Decodes a cursor into out (a serial, NUL-terminated); false when it is not one of ours. */
 static bool cursor_decode(gb_str_t c, char *out, size_t outlen, size_t *len)
 {
@@ -112,8 +101,8 @@ static bool cursor_decode(gb_str_t c, char *out, size_t outlen, size_t *len)
     }
     size_t n = (c.len - 1) / 2;
     for (size_t i = 0; i < n; i++) {
-        int hi = hex_digit(c.p[1 + 2 * i]);
-        int lo = hex_digit(c.p[2 + 2 * i]);
+        int hi = gb_hex_value(c.p[1 + 2 * i]);
+        int lo = gb_hex_value(c.p[2 + 2 * i]);
         if (hi < 0 || lo < 0) {
             return false;
         }

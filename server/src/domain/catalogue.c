@@ -209,20 +209,6 @@ bool gb_warn_parse(gb_str_t id, gb_warn_t *out)
     return false;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 bool gb_hresult_parse(gb_str_t s, uint32_t *out)
 {
     size_t i = 0;
@@ -235,7 +221,7 @@ bool gb_hresult_parse(gb_str_t s, uint32_t *out)
         return false;
     }
     for (; i < s.len; i++) {
-        int d = hex_value(s.p[i]);
+        int d = gb_hex_value(s.p[i]);
         if (d < 0) {
             return false;
         }

@@ -152,20 +152,6 @@ const char *gb_http_status_reason(int status)
     return "Server Error";
 }
 
-static int hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 long gb_http__pct_decode(const char *in, size_t len, char *out, bool plus_is_space)
 {
     size_t o = 0;
@@ -176,8 +162,8 @@ long gb_http__pct_decode(const char *in, size_t len, char *out, bool plus_is_spa
             if (i + 2 >= len) {
                 return -1;
             }
-            int hi = hex_value((unsigned char)in[i + 1]);
-            int lo = hex_value((unsigned char)in[i + 2]);
+            int hi = gb_hex_value(in[i + 1]);
+            int lo = gb_hex_value(in[i + 2]);
             if (hi < 0 || lo < 0) {
                 return -1;
             }
@@ -270,8 +256,8 @@ int gb_http__static_path(gb_str_t raw_path, char *out, size_t outsz, size_t *out
                 if (i + 2 >= n) {
                     return GB_HTTP_PATH_BAD;
                 }
-                int hi = hex_value((unsigned char)s[i + 1]);
-                int lo = hex_value((unsigned char)s[i + 2]);
+                int hi = gb_hex_value(s[i + 1]);
+                int lo = gb_hex_value(s[i + 2]);
                 if (hi < 0 || lo < 0) {
                     return GB_HTTP_PATH_BAD;
                 }

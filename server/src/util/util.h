@@ -168,6 +168,10 @@ void gb_time_format_rfc3339(int64_t ms, char out[32]);
 void gb_sha256(const void *data, size_t len, uint8_t out[GB_SHA256_LEN]);
 /* Lower-case hex of n bytes into out (2n + 1 bytes). */
 void gb_hex_encode(const uint8_t *in, size_t n, char *out);
+/* The value of one hex digit (either case), or -1. */
+int gb_hex_value(char c);
+/* Decodes exactly 2n hex digits (either case) of in[0..len) into out[0..n); false otherwise. */
+bool gb_hex_decode(const char *in, size_t len, uint8_t *out, size_t n) GB_MUST_CHECK;
 /* Fills out with n bytes from the OS random source; false on failure. */
 bool gb_random_bytes(void *out, size_t n) GB_MUST_CHECK;
 /* Compares in time that depends only on n. */
