@@ -85,15 +85,18 @@ export function mountHandover(root, { params }) {
       const a = await api(`/api/v1/devices/${enc(serial)}/audit`);
       if (gone) return;
       const entries = a.entries || [];
-      audit.append(
-        h('p', { class: a.verified ? 'ok' : 'bad', text: a.verified ? 'The hash chain verifies: no entry was changed or removed.' : 'The hash chain does NOT verify: an entry was changed or removed.' }),
+      audit.append(...[
+        h('p', { class: a.verified ? 'ok' : 'bad', text: a.verified ? 'The hash chain verifies: no entry was changed or removed.'
+          : `The hash chain does NOT verify: ${a.problem ? a.problem.message : 'an entry was changed or removed'}${a.problem && a.problem.seq ? ` (entry ${a.problem.seq})` : ''}.` }),
+        a.head ? h('p', null, 'Head hash, to verify this record later: ', h('code', { class: 'hash', text: a.head })) : null,
         entries.length === 0 ? h('p', { class: 'muted', text: 'No entry.' }) :
           h('div', { class: 'table-wrap' }, h('table', null,
             h('thead', null, h('tr', null, ['When', 'Who', 'What', 'Detail', 'Hash'].map((t) => h('th', { scope: 'col', text: t })))),
             h('tbody', null, entries.map((e) => h('tr', null,
               h('td', { text: dateTime(e.at) }), h('td', { text: e.actor || '' }), h('td', { text: e.action || '' }),
               h('td', { text: typeof e.detail === 'string' ? e.detail : e.detail ? JSON.stringify(e.detail) : '' }),
-              h('td', null, h('code', { class: 'hash', text: (e.hash || '').slice(0, 16) })))))))); 
+              h('td', null, h('code', { class: 'hash', text: (e.hash || '').slice(0, 16) }))))))),
+      ].filter(Boolean));
     } catch (e) {
       if (!gone) audit.append(h('p', { class: 'error', text: `The audit trail could not be loaded: ${e.text || e.message}` }));
     }

@@ -26,7 +26,7 @@ typedef struct ingest_req {
     gb_http_req_t *req;
     gb_proto_request_t pr;      /* for an action: only serial and serial_len */
     gb_api_action_t action;     /* GB_API_ACTION_NONE for an agent's messages */
-    const char *actor;          /* action: the token's name */
+    const char *actor;          /* the token's name, for the audit trail (and the action) */
     const char *arg;            /* action: the note's text or the slot (NULL clears it) */
     int action_rc;              /* action: gb_dev_retry's refusal, answered 409 */
     gb_fleet_dev_t *fdev;       /* set when the batch forms */
@@ -117,6 +117,7 @@ typedef struct batch_rows {
     gb_pg_array_t ev[E_COUNT];
     gb_pg_array_t run[R_COUNT];
     gb_pg_array_t act[A_COUNT];
+    gb_api_audit_rows_t audit;
     gb_buf_t scratch;
 } batch_rows_t;
 
@@ -134,6 +135,7 @@ static void rows_init(batch_rows_t *r)
     for (size_t i = 0; i < A_COUNT; i++) {
         gb_pg_array_init(&r->act[i]);
     }
+    gb_api__audit_rows_init(&r->audit);
     gb_buf_init(&r->scratch);
 }
 
@@ -151,6 +153,7 @@ static void rows_dispose(batch_rows_t *r)
     for (size_t i = 0; i < A_COUNT; i++) {
         gb_pg_array_dispose(&r->act[i]);
     }
+    gb_api__audit_rows_dispose(&r->audit);
     gb_buf_dispose(&r->scratch);
 }
 
@@ -210,6 +213,8 @@ static void add_action_row(batch_rows_t *r, const ingest_req_t *ir, const gb_dev
     }
     gb_pg_array_text(&r->act[A_DETAIL], r->scratch.data, r->scratch.len);
     gb_pg_array_i64(&r->act[A_AFTER], (int64_t)d->max_seq);
+    gb_api__audit_add(&r->audit, d->serial, ir->actor, gb_api_action_id(ir->action),
+                      r->scratch.data, r->scratch.len);
 }
 
 /* Applies a technician's action to the working copy; false when it does not apply (a retry of
@@ -336,9 +341,12 @@ static bool on_batch_build(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, gb_pg_
             fd->gap = fd->stale; /* a failed rebuild is retried with this batch */
             n_devices++;
         }
+        gb_api_audit_mark_t mark;
         if (ir->action != GB_API_ACTION_NONE) {
+            gb_api__audit_mark(&mark, fd->work);
             if (apply_action(ir, fd->work, ctx.received_ms)) {
                 add_action_row(&rows, ir, fd->work, ctx.received_ms);
+                gb_api__audit_changes(&rows.audit, &mark, fd->work, ir->actor, NULL);
                 /* A replay at start-up repeats stored messages, not actions: the state after an
                  * action must be in a snapshot. */
                 fd->snap_now = true;
@@ -354,8 +362,13 @@ static bool on_batch_build(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, gb_pg_
         ctx.hybrid_join = false;
         ctx.esp_timeout_min = gb_api__profile_esp_timeout_min(api, fd->work);
         gb_dev_set_last_arrival(fd->work, ctx.received_ms);
-        (void)gb_dev_apply_batch(fd->work, &ctx, ir->pr.msgs, n);
+        /* One message at a time, so that the audit trail has every status a request passes
+         * through (a request may carry green and reseal both). */
         for (size_t i = 0; i < n; i++) {
+            gb_api__audit_mark(&mark, fd->work);
+            if (gb_dev_apply(fd->work, &ctx, &ir->pr.msgs[i]) == 0) {
+                gb_api__audit_changes(&rows.audit, &mark, fd->work, ir->actor, NULL);
+            }
             add_event_row(&rows, fd->work->serial, &ir->pr.msgs[i]);
         }
     }
@@ -397,6 +410,8 @@ static bool on_batch_build(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, gb_pg_
     const char **ep = params_from(arena, rows.ev, E_COUNT);
     const char **rp = params_from(arena, rows.run, R_COUNT);
     const char **ap = params_from(arena, rows.act, A_COUNT);
+    const char **aup = params_from(arena, rows.audit.col, GB_API_AUDIT_COLS);
+    bool any_audit = rows.audit.col[0].n > 0;
     bool any_rows = rows.dev[D_SERIAL].n > 0;
     bool any_events = rows.ev[E_SERIAL].n > 0;
     bool any_runs = rows.run[R_SERIAL].n > 0;
@@ -415,6 +430,9 @@ static bool on_batch_build(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, gb_pg_
     }
     if (any_actions) {
         gb_pg_query_add(q, SQL_INSERT_ACTIONS, A_COUNT, ap);
+    }
+    if (any_audit) {
+        gb_pg_query_add(q, GB_API_SQL_INSERT_AUDIT, GB_API_AUDIT_COLS, aup);
     }
     gb_pg_query_add(q, "COMMIT", 0, NULL);
     api->ingest_devices_total += n_devices;
@@ -631,7 +649,11 @@ static void on_rebuild_loaded(gb_pg_query_t *q, int err, PGresult *const *result
 
     batch_rows_t rows_b;
     gb_pg_array_t del[2];
+    gb_api_audit_mark_t mark;
     rows_init(&rows_b);
+    /* What the messages that filled the gap changed, beyond what their batches recorded. */
+    gb_api__audit_mark(&mark, &fd->dev);
+    gb_api__audit_changes(&rows_b.audit, &mark, &op->dev, "glovebox", "rebuild");
     add_device_row(&rows_b, &op->dev, false, true);
     add_run_rows(&rows_b, &op->dev, 0);
     gb_pg_array_init(&del[0]);
@@ -641,6 +663,8 @@ static void on_rebuild_loaded(gb_pg_query_t *q, int err, PGresult *const *result
     const char **dp = params_from(&op->arena, rows_b.dev, D_COUNT);
     const char **rp = params_from(&op->arena, rows_b.run, R_COUNT);
     const char **xp = params_from(&op->arena, del, 2);
+    const char **aup = params_from(&op->arena, rows_b.audit.col, GB_API_AUDIT_COLS);
+    bool any_audit = rows_b.audit.col[0].n > 0;
     bool any_runs = rows_b.run[R_SERIAL].n > 0;
     rows_dispose(&rows_b);
     gb_pg_array_dispose(&del[0]);
@@ -656,6 +680,9 @@ static void on_rebuild_loaded(gb_pg_query_t *q, int err, PGresult *const *result
     gb_pg_query_add(&op->query, SQL_DELETE_RUNS_FROM, 2, xp);
     if (any_runs) {
         gb_pg_query_add(&op->query, SQL_UPSERT_RUNS, R_COUNT, rp);
+    }
+    if (any_audit) {
+        gb_pg_query_add(&op->query, GB_API_SQL_INSERT_AUDIT, GB_API_AUDIT_COLS, aup);
     }
     gb_pg_query_add(&op->query, "COMMIT", 0, NULL);
     op->saving = true;
@@ -706,6 +733,7 @@ static void on_agent_messages(gb_api_t *api, gb_http_req_t *req, const gb_auth_i
     ingest_req_t *ir = gb_arena_alloc(&req->arena, sizeof(*ir));
     memset(ir, 0, sizeof(*ir));
     ir->req = req;
+    ir->actor = gb_arena_strndup(&req->arena, who->name, strlen(who->name));
     gb_error_clear(&err);
     if (gb_proto_decode_request(req->body.data != NULL ? req->body.data : "", req->body.len,
                                 &req->arena, &ir->pr, &err) != 0) {

@@ -191,6 +191,7 @@ gb_api_t *gb_api_new(const gb_api_deps_t *deps)
     gb_api__capacity_register(api);
     gb_api__stream_register(api);
     gb_api__openapi_register(api);
+    gb_api__audit_register(api);
     return api;
 }
 

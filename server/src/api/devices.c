@@ -27,7 +27,13 @@
 #define SLOT_MAX_BYTES       32
 #define QUERY_MAX_BYTES      64
 
-static void respond_bad_query(gb_http_req_t *req, const char *field, const char *why)
+void gb_api__db_unavailable(gb_http_req_t *req, int err)
+{
+    gb_http_respond_errorf(req, 503, "unavailable", "the database is unavailable (%s); retry later",
+                           gb_strerror(err));
+}
+
+void gb_api__bad_query(gb_http_req_t *req, const char *field, const char *why)
 {
     gb_error_t e;
     gb_error_clear(&e);
@@ -44,7 +50,7 @@ static void respond_bad_body(gb_http_req_t *req, const char *field, const char *
 }
 
 /* Parses a decimal integer in [min, max]; false for anything else. */
-static bool parse_int(gb_str_t s, long long min, long long max, long long *out)
+bool gb_api__parse_int(gb_str_t s, long long min, long long max, long long *out)
 {
     char buf[24];
     if (s.len == 0 || s.len >= sizeof(buf)) {
@@ -67,7 +73,7 @@ static bool parse_int(gb_str_t s, long long min, long long max, long long *out)
 }
 
 /* The device named by the route's {serial}, or NULL after answering 404. */
-static gb_fleet_dev_t *find_or_404(gb_api_t *api, gb_http_req_t *req)
+gb_fleet_dev_t *gb_api__find_or_404(gb_api_t *api, gb_http_req_t *req)
 {
     gb_str_t serial = req->params[0];
     gb_fleet_dev_t *fd = NULL;
@@ -183,7 +189,7 @@ static bool parse_filter(gb_http_req_t *req, list_filter_t *f)
             }
             gb_dev_status_t st;
             if (!gb_dev_status_parse((gb_str_t){v.p + i, j - i}, &st)) {
-                respond_bad_query(req, "status",
+                gb_api__bad_query(req, "status",
                                   "expected registered, provisioning, green, red, resealed, "
                                   "handover or delivered (a comma-separated list is allowed)");
                 return false;
@@ -194,28 +200,28 @@ static bool parse_filter(gb_http_req_t *req, list_filter_t *f)
     }
     if (gb_http_req_query(req, "stage", &v)) {
         if (!gb_stage_parse(v, &f->stage)) {
-            respond_bad_query(req, "stage", "not a stage id of the contract");
+            gb_api__bad_query(req, "stage", "not a stage id of the contract");
             return false;
         }
         f->has_stage = true;
     }
     if (gb_http_req_query(req, "diagnosis", &v)) {
         if (!gb_diag_parse(v, &f->diag)) {
-            respond_bad_query(req, "diagnosis", "not a diagnosis code of the contract");
+            gb_api__bad_query(req, "diagnosis", "not a diagnosis code of the contract");
             return false;
         }
         f->has_diag = true;
     }
     if (gb_http_req_query(req, "slot", &v)) {
         if (v.len == 0 || v.len > SLOT_MAX_BYTES) {
-            respond_bad_query(req, "slot", "must be 1 to 32 bytes");
+            gb_api__bad_query(req, "slot", "must be 1 to 32 bytes");
             return false;
         }
         f->slot = v;
     }
     if (gb_http_req_query(req, "q", &v) && v.len > 0) {
         if (v.len > QUERY_MAX_BYTES) {
-            respond_bad_query(req, "q", "must be at most 64 bytes");
+            gb_api__bad_query(req, "q", "must be at most 64 bytes");
             return false;
         }
         f->q = v;
@@ -226,7 +232,7 @@ static bool parse_filter(gb_http_req_t *req, list_filter_t *f)
         } else if (gb_str_eq_cstr(v, "false")) {
             f->stalled = 0;
         } else {
-            respond_bad_query(req, "stalled", "expected true or false");
+            gb_api__bad_query(req, "stalled", "expected true or false");
             return false;
         }
     }
@@ -246,13 +252,13 @@ static void on_list(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_t 
     if (!parse_filter(req, &f)) {
         return;
     }
-    if (gb_http_req_query(req, "limit", &v) && !parse_int(v, 1, LIST_LIMIT_MAX, &limit)) {
-        respond_bad_query(req, "limit", "must be an integer from 1 to 1000");
+    if (gb_http_req_query(req, "limit", &v) && !gb_api__parse_int(v, 1, LIST_LIMIT_MAX, &limit)) {
+        gb_api__bad_query(req, "limit", "must be an integer from 1 to 1000");
         return;
     }
     if (gb_http_req_query(req, "cursor", &v) && v.len > 0) {
         if (!cursor_decode(v, after, sizeof(after), &after_len)) {
-            respond_bad_query(req, "cursor", "not a cursor this server gave out");
+            gb_api__bad_query(req, "cursor", "not a cursor this server gave out");
             return;
         }
         has_after = true;
@@ -382,7 +388,7 @@ void gb_api__device_detail_respond(gb_api_t *api, gb_http_req_t *req, gb_fleet_d
 static void on_detail(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_t *who)
 {
     (void)who;
-    gb_fleet_dev_t *fd = find_or_404(api, req);
+    gb_fleet_dev_t *fd = gb_api__find_or_404(api, req);
     if (fd != NULL) {
         gb_api__device_detail_respond(api, req, fd);
     }
@@ -402,9 +408,7 @@ static void on_events_loaded(gb_pg_query_t *q, int err, PGresult *const *results
     events_op_t *op = gb_container_of(q, events_op_t, query);
     gb_http_req_t *req = op->req;
     if (err != 0 || nresults != 1) {
-        gb_http_respond_errorf(req, 503, "unavailable",
-                               "the database is unavailable (%s); retry later",
-                               gb_strerror(err != 0 ? err : GB_EDB));
+        gb_api__db_unavailable(req, err != 0 ? err : GB_EDB);
         return;
     }
     const PGresult *res = results[0];
@@ -448,15 +452,15 @@ static void on_events(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_
     (void)who;
     gb_str_t v;
     long long after = 0, limit = EVENTS_LIMIT_DEFAULT;
-    if (gb_http_req_query(req, "after_seq", &v) && !parse_int(v, 0, INT64_MAX, &after)) {
-        respond_bad_query(req, "after_seq", "must be an integer of 0 or more");
+    if (gb_http_req_query(req, "after_seq", &v) && !gb_api__parse_int(v, 0, INT64_MAX, &after)) {
+        gb_api__bad_query(req, "after_seq", "must be an integer of 0 or more");
         return;
     }
-    if (gb_http_req_query(req, "limit", &v) && !parse_int(v, 1, EVENTS_LIMIT_MAX, &limit)) {
-        respond_bad_query(req, "limit", "must be an integer from 1 to 1000");
+    if (gb_http_req_query(req, "limit", &v) && !gb_api__parse_int(v, 1, EVENTS_LIMIT_MAX, &limit)) {
+        gb_api__bad_query(req, "limit", "must be an integer from 1 to 1000");
         return;
     }
-    gb_fleet_dev_t *fd = find_or_404(api, req);
+    gb_fleet_dev_t *fd = gb_api__find_or_404(api, req);
     if (fd == NULL) {
         return;
     }
@@ -477,8 +481,7 @@ static void on_events(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_
                      3, op->params, on_events_loaded);
     int rc = gb_pg_submit(api->pg, &op->query);
     if (rc < 0) {
-        gb_http_respond_errorf(req, 503, "unavailable",
-                               "the database is unavailable (%s); retry later", gb_strerror(rc));
+        gb_api__db_unavailable(req, rc);
     }
 }
 
@@ -558,7 +561,7 @@ static void on_action(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_
         respond_bad_body(req, "action", "expected \"retry\", \"note\" or \"assign_slot\"");
         goto out;
     }
-    gb_fleet_dev_t *fd = find_or_404(api, req);
+    gb_fleet_dev_t *fd = gb_api__find_or_404(api, req);
     if (fd != NULL) {
         gb_api__ingest_action(api, req, who, fd->key, action, arg);
     }

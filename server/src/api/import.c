@@ -22,9 +22,12 @@
  * then) says the list stopped short. */
 #define MAX_LISTED_ERRORS 1000
 
+/* Each row also writes its audit entry (actor: the importing token's name), in the same
+ * statement: an entry says whether the import created the device, and what it set (the hardware
+ * hash by its SHA-256: the hash itself is kilobytes). */
 static const char SQL_UPSERT[] =
-    "INSERT INTO devices AS d (serial, product_id, hardware_hash, group_tag, assigned_user, "
-    "imported_at) "
+    "WITH up AS (INSERT INTO devices AS d (serial, product_id, hardware_hash, group_tag, "
+    "assigned_user, imported_at) "
     "SELECT s, p, h, g, u, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
     "$5::text[]) AS r(s, p, h, g, u) "
     "ON CONFLICT (serial) DO UPDATE SET product_id = EXCLUDED.product_id, "
@@ -32,7 +35,14 @@ static const char SQL_UPSERT[] =
     "group_tag = CASE WHEN $6::bool THEN EXCLUDED.group_tag ELSE d.group_tag END, "
     "assigned_user = CASE WHEN $7::bool THEN EXCLUDED.assigned_user ELSE d.assigned_user END, "
     "imported_at = EXCLUDED.imported_at, updated_at = now() "
-    "RETURNING d.serial, d.xmax = 0, d.group_tag, d.assigned_user";
+    "RETURNING d.serial, d.xmax = 0 AS created, d.group_tag, d.assigned_user, d.product_id, "
+    "d.hardware_hash), "
+    "audit AS (INSERT INTO audit_log (serial, actor, action, detail) "
+    "SELECT serial, $8, 'import', jsonb_build_object('new_device', created, 'product_id', "
+    "product_id, 'group_tag', group_tag, 'assigned_user', assigned_user, "
+    "'hardware_hash_sha256', encode(sha256(convert_to(hardware_hash, 'UTF8')), 'hex')) "
+    "FROM up ORDER BY serial) "
+    "SELECT serial, created, group_tag, assigned_user FROM up";
 
 enum { C_SERIAL, C_PRODUCT_ID, C_HASH, C_GROUP_TAG, C_USER, C_COUNT };
 
@@ -55,7 +65,7 @@ typedef struct import_op {
     size_t chunk_rows;
     size_t chunk_bytes;
     uint64_t chunk_last_line; /* the last line the chunk holds */
-    const char *params[C_COUNT + 2];
+    const char *params[C_COUNT + 3];
     bool in_flight; /* query is with the pool: the op must not be freed */
 
     bool body_done;     /* on_end fired */
@@ -311,8 +321,9 @@ static int chunk_submit(import_op_t *op)
     }
     op->params[C_COUNT] = columns >= 4 ? "t" : "f";
     op->params[C_COUNT + 1] = columns >= 5 ? "t" : "f";
+    op->params[C_COUNT + 2] = op->actor;
     gb_pg_query_init(&op->query, "BEGIN", 0, NULL, on_chunk_done);
-    gb_pg_query_add(&op->query, SQL_UPSERT, C_COUNT + 2, op->params);
+    gb_pg_query_add(&op->query, SQL_UPSERT, C_COUNT + 3, op->params);
     gb_pg_query_add(&op->query, "COMMIT", 0, NULL);
     int rc = gb_pg_submit(op->api->pg, &op->query);
     if (rc < 0) {

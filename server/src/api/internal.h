@@ -61,6 +61,7 @@ void gb_api__summary_register(gb_api_t *api);
 void gb_api__capacity_register(gb_api_t *api);
 void gb_api__stream_register(gb_api_t *api);
 void gb_api__openapi_register(gb_api_t *api);
+void gb_api__audit_register(gb_api_t *api);
 void gb_api__import_free(gb_api_t *api);
 void gb_api__profiles_free(gb_api_t *api);
 void gb_api__summary_free(gb_api_t *api);
@@ -99,8 +100,53 @@ const char *gb_api_action_id(gb_api_action_t action);
  * the note's text or the slot (NULL clears it); both are copied. */
 void gb_api__ingest_action(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_t *who,
                            const char *serial, gb_api_action_t action, const char *arg);
+/* devices.c: answers 503 unavailable for a read the database could not serve (err says why). */
+void gb_api__db_unavailable(gb_http_req_t *req, int err);
+/* devices.c: answers 400 invalid_query naming the query parameter field. */
+void gb_api__bad_query(gb_http_req_t *req, const char *field, const char *why);
+/* devices.c: a decimal integer in [min, max]; false for anything else. */
+bool gb_api__parse_int(gb_str_t s, long long min, long long max, long long *out);
+/* devices.c: the device the route's {serial} names, or NULL after answering 404 not_found. */
+gb_fleet_dev_t *gb_api__find_or_404(gb_api_t *api, gb_http_req_t *req);
 /* devices.c: answers req with fd's detail (its recent actions read from the database). */
 void gb_api__device_detail_respond(gb_api_t *api, gb_http_req_t *req, gb_fleet_dev_t *fd);
+
+/* profiles.c: what the handover record shows of the profile dev's group tag selects. */
+typedef struct gb_api_profile_info {
+    const char *name;
+    const char *tenant_domain;
+    const char *join;          /* "azure_ad" or "hybrid" */
+    const char *assigned_user; /* NULL: none */
+} gb_api_profile_info_t;
+/* False when no profile matches; the strings live until the next profile change. */
+bool gb_api__profile_info(const gb_api_t *api, const gb_dev_t *dev, gb_api_profile_info_t *out);
+
+/* audit.c: the entries a batch writes to audit_log (serial, actor, action, detail as JSON),
+ * inserted with GB_API_SQL_INSERT_AUDIT from these four arrays. */
+#define GB_API_AUDIT_COLS 4
+typedef struct gb_api_audit_rows {
+    gb_pg_array_t col[GB_API_AUDIT_COLS];
+    gb_buf_t detail; /* scratch */
+} gb_api_audit_rows_t;
+extern const char GB_API_SQL_INSERT_AUDIT[];
+void gb_api__audit_rows_init(gb_api_audit_rows_t *r);
+void gb_api__audit_rows_dispose(gb_api_audit_rows_t *r);
+void gb_api__audit_add(gb_api_audit_rows_t *r, const char *serial, const char *actor,
+                       const char *action, const char *detail, size_t detail_len);
+/* What a device's entries compare: taken before a change, compared after it. */
+typedef struct gb_api_audit_mark {
+    gb_dev_status_t status;
+    uint32_t attempt;
+    bool has_upn;
+    char upn[GB_PROTO_UPN_MAX + 1];
+} gb_api_audit_mark_t;
+void gb_api__audit_mark(gb_api_audit_mark_t *m, const gb_dev_t *dev);
+/* Adds the entries of what changed between before and dev: a new attempt ("attempt"), a new
+ * status ("status": from, to, attempt, stage, device time; red with its diagnosis, green and
+ * resealed with the ESP's durations and bytes, resealed with its clocks), the user who signed
+ * in ("user_signin"). cause (NULL, or e.g. "rebuild") is recorded with them. */
+void gb_api__audit_changes(gb_api_audit_rows_t *r, const gb_api_audit_mark_t *before,
+                           const gb_dev_t *dev, const char *actor, const char *cause);
 
 /* profiles.c: the ESP timeout (minutes) of the profile dev's group tag selects, or 0 for the
  * default. */

@@ -58,6 +58,7 @@ struct put_op {
     gb_http_req_t *req;
     gb_profile_t p; /* strings in the request's arena */
     const char *params[7];
+    const char *audit_params[10];
     char esp[16];
     char who[GB_AUTH_NAME_MAX + 1];
     put_op_t *next;
@@ -82,6 +83,16 @@ enum {
 };
 
 static const char SQL_LOAD[] = "SELECT " PROFILE_COLUMNS " FROM profiles";
+
+/* The audit entry of every device the change touches (its group tag matches the profile's new
+ * tag: "applied", or only its previous one: "removed"), in the profile's transaction. */
+static const char SQL_AUDIT[] =
+    "INSERT INTO audit_log (serial, actor, action, detail) "
+    "SELECT s, $1, 'profile', jsonb_build_object('profile', $2::text, 'change', "
+    "CASE WHEN a THEN 'applied' ELSE 'removed' END, 'tenant_domain', $3::text, 'join', "
+    "$4::text, 'device_name_template', $5::text, 'group_tag', $6::text, 'assigned_user', "
+    "$7::text, 'esp_timeout_min', $8::integer) "
+    "FROM unnest($9::text[], $10::bool[]) AS u(s, a) ORDER BY s";
 
 /* xmax is 0 on a row version the statement inserted and holds the updating transaction on one
  * that ON CONFLICT updated: the only way RETURNING can tell a creation (201) from an update
@@ -233,6 +244,19 @@ void gb_api__profile_apply(gb_api_t *api, gb_fleet_dev_t *fd)
     /* Through the fleet, so that a batch's working copy gets it too and its publish after
      * COMMIT does not bring the previous profile back. */
     gb_fleet_dev_edit(fd, set_profile, &c);
+}
+
+bool gb_api__profile_info(const gb_api_t *api, const gb_dev_t *dev, gb_api_profile_info_t *out)
+{
+    const profile_t *p = find_by_tag(api->profiles, dev->group_tag);
+    if (p == NULL) {
+        return false;
+    }
+    out->name = p->name;
+    out->tenant_domain = p->tenant_domain;
+    out->join = gb_join_id(p->join);
+    out->assigned_user = p->assigned_user;
+    return true;
 }
 
 int gb_api__profile_esp_timeout_min(const gb_api_t *api, const gb_dev_t *dev)
@@ -501,6 +525,41 @@ static void on_written(gb_pg_query_t *q, int err, PGresult *const *results, size
     pump(api);
 }
 
+/* Fills op's audit parameters with the devices the change touches (as apply_change will find
+ * them after COMMIT: PUTs are written one at a time); false when it touches none. */
+static bool audit_params(gb_api_t *api, put_op_t *op)
+{
+    const profile_t *old = find_by_name(api->profiles, op->p.name, NULL);
+    const char *old_tag = old != NULL ? old->group_tag : NULL;
+    gb_pg_array_t serials, applied;
+    gb_arena_t *arena = &op->req->arena;
+    gb_pg_array_init(&serials);
+    gb_pg_array_init(&applied);
+    for (gb_fleet_dev_t *fd = gb_fleet_first_after(&api->fleet, NULL, 0); fd != NULL;
+         fd = gb_fleet_next(&api->fleet, fd)) {
+        const char *tag = fd->dev.group_tag;
+        bool now = gb_group_tag_eq(tag, op->p.group_tag);
+        if (now || gb_group_tag_eq(tag, old_tag)) {
+            gb_pg_array_cstr(&serials, fd->key);
+            gb_pg_array_cstr(&applied, now ? "t" : "f");
+        }
+    }
+    bool any = serials.n > 0;
+    if (any) {
+        const char *lit = gb_pg_array_finish(&serials);
+        op->audit_params[8] = gb_arena_strndup(arena, lit, serials.buf.len);
+        lit = gb_pg_array_finish(&applied);
+        op->audit_params[9] = gb_arena_strndup(arena, lit, applied.buf.len);
+        op->audit_params[0] = op->who;
+        for (size_t i = 0; i < 7; i++) {
+            op->audit_params[1 + i] = op->params[i];
+        }
+    }
+    gb_pg_array_dispose(&serials);
+    gb_pg_array_dispose(&applied);
+    return any;
+}
+
 /* Sends op's transaction, or answers it at once (group tag taken, database down). Returns true
  * when a transaction is now in flight. */
 static bool start_write(gb_api_t *api, put_op_t *op)
@@ -523,6 +582,9 @@ static bool start_write(gb_api_t *api, put_op_t *op)
     op->params[6] = op->esp;
     gb_pg_query_init(&op->query, "BEGIN", 0, NULL, on_written);
     gb_pg_query_add(&op->query, SQL_UPSERT, 7, op->params);
+    if (audit_params(api, op)) {
+        gb_pg_query_add(&op->query, SQL_AUDIT, 10, op->audit_params);
+    }
     gb_pg_query_add(&op->query, "COMMIT", 0, NULL);
     int rc = gb_pg_submit(api->pg, &op->query);
     if (rc < 0) {

@@ -19,6 +19,10 @@ static const char CREATE_SQL[] = "CREATE TABLE IF NOT EXISTS schema_migrations (
                                  "version int PRIMARY KEY, "
                                  "name text NOT NULL, "
                                  "applied_at timestamptz NOT NULL DEFAULT now())";
+/* Whether the table exists: CREATE TABLE IF NOT EXISTS needs the CREATE privilege on the schema
+ * even when the table is there, and a server whose role may only read and write data
+ * (SECURITY.md) must still start once the owner has migrated. */
+static const char EXISTS_SQL[] = "SELECT to_regclass('schema_migrations') IS NOT NULL";
 static const char APPLIED_SQL[] = "SELECT version FROM schema_migrations ORDER BY version";
 static const char RECORD_SQL[] = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)";
 
@@ -38,6 +42,12 @@ static void result_message(PGconn *conn, const PGresult *res, char *out, size_t 
 {
     const char *primary = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     gb_pg__copy_message(out, outlen, primary != NULL ? primary : PQerrorMessage(conn));
+    const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (state != NULL && strcmp(state, "42501") == 0) {
+        /* A runtime role without the right to change the schema (SECURITY.md). */
+        size_t n = strlen(out);
+        snprintf(out + n, outlen - n, " (run gloveboxd migrate as the schema's owner role)");
+    }
 }
 
 /* Runs one statement that must succeed. On failure writes "what: message" into err and
@@ -160,9 +170,17 @@ static int migrate_locked(PGconn *conn, const gb_migration_t *list, size_t count
                           char *err, size_t errlen)
 {
     PGresult *res;
-    int rc = exec(conn, CREATE_SQL, 0, NULL, NULL, "create schema_migrations", err, errlen);
+    int rc = exec(conn, EXISTS_SQL, 0, NULL, &res, "look for schema_migrations", err, errlen);
     if (rc < 0) {
         return rc;
+    }
+    bool exists = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    if (!exists) {
+        rc = exec(conn, CREATE_SQL, 0, NULL, NULL, "create schema_migrations", err, errlen);
+        if (rc < 0) {
+            return rc;
+        }
     }
     rc = exec(conn, APPLIED_SQL, 0, NULL, &res, "read schema_migrations", err, errlen);
     if (rc < 0) {
