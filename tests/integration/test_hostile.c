@@ -1,7 +1,8 @@
 /* A real gloveboxd against hostile clients. Slowloris: heads sent a byte at a time, blank lines
  * before a request, silence, bodies (plain and chunked) sent a byte at a time: each is closed by
  * the timeouts, which are deadlines, not idle timers between reads, while normal clients are
- * served. A flood of oversized and malformed requests: each gets its 4xx (431, 413, 400, 505)
+ * served; an import (whose timeout bounds pauses only) is refused before its body without a
+ * token. A flood of oversized and malformed requests: each gets its 4xx (431, 413, 400, 505)
  * and is closed, and the server's memory (VmRSS, VmHWM) stays bounded. The web view's files
  * carry their safety headers, and tokens never reach the log. */
 #include <errno.h>
@@ -158,6 +159,11 @@ static void test_slow_clients_are_closed_by_deadlines_while_others_are_served(vo
         {"silence", "", NULL, 0},
         {"body a byte at a time", agent_head, "[", 408},
         {"chunked body a chunk at a time", chunked_head, "1\r\n[\r\n", 408},
+        /* An import's deadline is its longest pause, but it takes a token to start one. */
+        {"import body without a token",
+         "POST /api/v1/devices/import HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+         "Content-Length: 60000\r\n\r\n",
+         "a", 401},
     };
     enum { NKINDS = GB_ARRAY_LEN(kinds), N = NKINDS * PER_KIND };
     slow_t *slow = gb_xcalloc(N, sizeof(*slow));
