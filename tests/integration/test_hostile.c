@@ -247,7 +247,7 @@ static void test_slow_clients_are_closed_by_deadlines_while_others_are_served(vo
     }
     assert_int_equal(served, asked);
     /* Head and body deadlines are counted (blank lines and silence are idle closes). */
-    assert_true(metric("gb_http_timeouts_total") - timeouts0 >= 4 * PER_KIND);
+    assert_true(metric("gb_http_timeouts_total") - timeouts0 >= 4L * PER_KIND);
     for (int i = 0; i < N; i++) {
         gb_th_conn_close(&slow[i].c);
     }
@@ -459,8 +459,8 @@ static void test_flood_of_bad_requests_gets_4xx_in_bounded_memory(void **state)
      * a wave's 112 connections need a few MB at most, and the server is back near where it
      * began between waves. Holding the oversized bodies of one wave alone (16 MiB) breaks
      * the bound, and so does keeping a few kB of every request of the flood. */
-    assert_true(hwm1 - rss0 < (16 + QUARANTINE_MB) * 1024);
-    assert_true(rss1 - rss0 < (8 + QUARANTINE_MB) * 1024);
+    assert_true(hwm1 - rss0 < (16L + QUARANTINE_MB) * 1024);
+    assert_true(rss1 - rss0 < (8L + QUARANTINE_MB) * 1024);
 
     /* Still serving. */
     gb_th_resp_t r;
