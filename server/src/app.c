@@ -228,6 +228,9 @@ static bool start_up(app_t *app, const gb_config_t *cfg)
         .idle_timeout_ms = cfg->idle_timeout_ms,
         .write_timeout_ms = cfg->write_timeout_ms,
         .backlog = 1024,
+        /* The pool's connections, a reconnect each, and room for stdio, the loop, the
+         * listener, libuv's spare and the static files being read. */
+        .reserved_fds = 2 * cfg->db_pool_size + 32,
     };
     rc = gb_http_server_new(&app->loop, &hc, app->router, &app->server);
     if (rc < 0) {

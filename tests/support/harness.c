@@ -4,6 +4,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -133,6 +135,9 @@ char *gb_th_server_log(const gb_th_server_t *s)
     return gb_buf_steal(&b, NULL);
 }
 
+/* Set by gb_th_server_start_nofile() for the one gloveboxd it starts. */
+static const struct rlimit *child_nofile;
+
 /* Servers still running when the test program ends (a failed assertion skips their stop) are
  * killed, so no test leaves a gloveboxd behind. */
 static pid_t live_pids[64];
@@ -196,6 +201,9 @@ int gb_th_server_start(gb_th_server_t *s, const char *db_url, const char *const 
     if (pid == 0) {
         /* A test that dies (a crash, a timeout) takes its server with it. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (child_nofile != NULL && setrlimit(RLIMIT_NOFILE, child_nofile) != 0) {
+            _exit(126);
+        }
         int fd = open(s->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd >= 0) {
             dup2(fd, 2);
@@ -551,4 +559,79 @@ void gb_th_assert_json_error(const gb_th_resp_t *r, int status, const char *code
     if (r->body == NULL || strncmp(r->body, want, strlen(want)) != 0) {
         fail_msg("body %s, want code %s", r->body != NULL ? r->body : "(none)", code);
     }
+}
+
+/* ---- resource limits ---- */
+
+int gb_th_server_start_nofile(gb_th_server_t *s, const char *db_url, const char *const *extra,
+                              unsigned nofile)
+{
+    /* Soft and hard alike: gloveboxd raises its soft limit to the hard one when it starts. */
+    struct rlimit rl = {nofile, nofile};
+    child_nofile = &rl;
+    int rc = gb_th_server_start(s, db_url, extra);
+    child_nofile = NULL;
+    return rc;
+}
+
+long gb_th_proc_status_kb(pid_t pid, const char *field)
+{
+    char path[64], line[256];
+    size_t n = strlen(field);
+    long kb = -1;
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, field, n) == 0 && line[n] == ':') {
+            kb = strtol(line + n + 1, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+long gb_th_proc_cpu_ms(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return -1;
+    }
+    size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    /* The command name may hold spaces and parentheses: fields are counted after the last ')'.
+     * utime and stime are fields 14 and 15, in clock ticks. */
+    const char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) {
+        return -1;
+    }
+    long hz = sysconf(_SC_CLK_TCK);
+    return (long)((ut + st) * 1000ULL / (unsigned long long)(hz > 0 ? hz : 100));
+}
+
+long gb_th_proc_fd_count(pid_t pid)
+{
+    char path[64];
+    long n = 0;
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (d == NULL) {
+        return -1;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] != '.') {
+            n++;
+        }
+    }
+    closedir(d);
+    return n;
 }

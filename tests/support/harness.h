@@ -88,4 +88,16 @@ void gb_th_request(int port, const char *method, const char *path, const char *h
 void gb_th_request_auth(int port, const char *method, const char *path, const char *token,
                         const char *json_body, gb_th_resp_t *r);
 
+/* ---- resource limits ---- */
+
+/* gb_th_server_start() with RLIMIT_NOFILE (soft and hard) set to nofile in the server. */
+int gb_th_server_start_nofile(gb_th_server_t *s, const char *db_url, const char *const *extra,
+                              unsigned nofile);
+/* A "Name:   123 kB" field of /proc/PID/status (VmRSS, VmHWM...), in kB; -1 when unreadable. */
+long gb_th_proc_status_kb(pid_t pid, const char *field);
+/* CPU time (user + system) the process has used, in ms; -1 when unreadable. */
+long gb_th_proc_cpu_ms(pid_t pid);
+/* Open file descriptors of the process; -1 when unreadable. */
+long gb_th_proc_fd_count(pid_t pid);
+
 #endif

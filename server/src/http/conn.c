@@ -257,8 +257,8 @@ static void conn_reject(gb_http_server_t *s)
     int64_t now = (int64_t)uv_now(s->loop);
     if (now - s->reject_logged_ms >= 1000 || s->reject_logged_ms == 0) {
         s->reject_logged_ms = now;
-        gb_log(GB_LOG_WARN, "http", "connection cap of %u reached; refusing new connections",
-               s->cfg.max_connections);
+        gb_log(GB_LOG_WARN, "http", "connection cap of %u reached%s; refusing new connections",
+               s->cfg.max_connections, s->cap_from_fd_limit ? " (the open-file limit)" : "");
     }
 }
 

@@ -180,6 +180,9 @@ typedef struct gb_http_config {
     unsigned idle_timeout_ms;   /* keep-alive connection with no request */
     unsigned write_timeout_ms;  /* a response write that makes no progress for this long closes */
     int backlog;
+    unsigned reserved_fds; /* descriptors the process needs besides client sockets (database,
+                              files, the loop's own); 0: 64. max_connections is lowered to fit
+                              the open-file limit with these kept free (logged once). */
 } gb_http_config_t;
 
 /* Binds and listens. The router stays owned by the caller and must outlive the server.

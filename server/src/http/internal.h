@@ -259,7 +259,9 @@ struct gb_http_server {
     unsigned nconns;       /* connection objects not yet freed */
     unsigned nrejected;    /* refused sockets still closing */
     uint64_t next_id;
-    int64_t reject_logged_ms; /* loop time of the last "connection cap reached" line */
+    int64_t reject_logged_ms;     /* loop time of the last "connection cap reached" line */
+    int64_t accept_err_logged_ms; /* loop time of the last "accept: ..." line */
+    bool cap_from_fd_limit;       /* max_connections was lowered to fit the open-file limit */
     int port;
     bool shutting_down;
     /* Shutdown closes idle connections from a check handle, after the poll phase that saw the

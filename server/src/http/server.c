@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -39,6 +40,37 @@ static void apply_defaults(gb_http_config_t *c)
     if (c->backlog <= 0) {
         c->backlog = 511;
     }
+    if (c->reserved_fds == 0) {
+        c->reserved_fds = 64;
+    }
+}
+
+/* Every client connection holds a descriptor. Past the open-file limit accept() fails with
+ * EMFILE, and libuv then closes its spare descriptor, accepts and closes whatever waits in the
+ * backlog and reopens the spare, all without telling us: clients see their connection dropped
+ * with no answer and nothing is logged. Fitting the connection cap under the limit instead
+ * gives those clients the cap's 503 and the log its line, and keeps reserved_fds free for the
+ * database, static files and the loop. */
+static void fit_fd_limit(gb_http_server_t *s)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) {
+        return;
+    }
+    uint64_t limit = (uint64_t)rl.rlim_cur;
+    uint64_t reserved = s->cfg.reserved_fds;
+    if (limit >= (uint64_t)s->cfg.max_connections + reserved) {
+        return;
+    }
+    unsigned fit = limit > reserved + 1 ? (unsigned)(limit - reserved) : 1;
+    gb_log(GB_LOG_WARN, "http",
+           "the open-file limit of %llu descriptors leaves room for %u client connections, "
+           "fewer than max_connections=%u: further clients get 503 (raise the limit: ulimit -n, "
+           "LimitNOFILE=)",
+           (unsigned long long)limit, fit, s->cfg.max_connections);
+    s->cfg.max_connections = fit;
+    s->cap_from_fd_limit = true;
 }
 
 static gb_http_server_t *server_alloc(uv_loop_t *loop, const gb_http_config_t *cfg,
@@ -103,8 +135,13 @@ static void on_listener_connection(uv_stream_t *stream, int status)
     gb_http_server_t *s = gb_container_of((uv_tcp_t *)stream, gb_http_server_t, listener);
 
     if (status < 0) {
-        /* EMFILE and friends: libuv keeps a spare descriptor to drain the backlog itself. */
-        gb_log(GB_LOG_WARN, "http", "accept: %s", uv_strerror(status));
+        /* EMFILE never gets here while libuv's spare descriptor lasts (see fit_fd_limit());
+         * what does may repeat for every waiting client, so the log gets a line a second. */
+        int64_t now = (int64_t)uv_now(s->loop);
+        if (now - s->accept_err_logged_ms >= 1000 || s->accept_err_logged_ms == 0) {
+            s->accept_err_logged_ms = now;
+            gb_log(GB_LOG_WARN, "http", "accept: %s", uv_strerror(status));
+        }
         return;
     }
     if (s->shutting_down) {
@@ -181,6 +218,7 @@ int gb_http_server_new(uv_loop_t *loop, const gb_http_config_t *cfg, gb_http_rou
         uv_close((uv_handle_t *)&s->listener, on_failed_listener_closed);
         return rc;
     }
+    fit_fd_limit(s);
     if (bound.ss_family == AF_INET) {
         s->port = ntohs(((const struct sockaddr_in *)&bound)->sin_port);
     } else {
