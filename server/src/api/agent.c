@@ -49,13 +49,15 @@ typedef struct rebuild_op {
     struct rebuild_op *next_done; /* scratch: rebuilds one batch completion started */
 } rebuild_op_t;
 
+/* Rows in serial order, as imports write theirs: transactions that touch the same devices lock
+ * their rows in the same order, so they wait for each other but never deadlock. */
 static const char SQL_UPSERT_DEVICES[] =
     "INSERT INTO devices (serial, status, stage, attempt, diagnosis, max_seq, last_seen, state, "
     "snap_seq, needs_rebuild, slot, updated_at) "
     "SELECT s, st, sg, a, dg, m, ls, j, CASE WHEN j IS NULL THEN 0 ELSE m END, nr, sl, now() "
     "FROM unnest($1::text[], $2::text[], "
     "$3::text[], $4::int[], $5::text[], $6::bigint[], $7::timestamptz[], $8::jsonb[], $9::bool[], "
-    "$10::text[]) AS u(s, st, sg, a, dg, m, ls, j, nr, sl) "
+    "$10::text[]) AS u(s, st, sg, a, dg, m, ls, j, nr, sl) ORDER BY s "
     "ON CONFLICT (serial) DO UPDATE SET status = EXCLUDED.status, stage = EXCLUDED.stage, "
     "attempt = EXCLUDED.attempt, diagnosis = EXCLUDED.diagnosis, max_seq = EXCLUDED.max_seq, "
     "last_seen = EXCLUDED.last_seen, state = coalesce(EXCLUDED.state, devices.state), "

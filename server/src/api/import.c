@@ -22,14 +22,16 @@
  * then) says the list stopped short. */
 #define MAX_LISTED_ERRORS 1000
 
-/* Each row also writes its audit entry (actor: the importing token's name), in the same
+/* Rows go in serial order, as ingest writes its own: transactions that touch the same devices
+ * lock them in the same order and never deadlock.
+ * Each row also writes its audit entry (actor: the importing token's name), in the same
  * statement: an entry says whether the import created the device, and what it set (the hardware
  * hash by its SHA-256: the hash itself is kilobytes). */
 static const char SQL_UPSERT[] =
     "WITH up AS (INSERT INTO devices AS d (serial, product_id, hardware_hash, group_tag, "
     "assigned_user, imported_at) "
     "SELECT s, p, h, g, u, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
-    "$5::text[]) AS r(s, p, h, g, u) "
+    "$5::text[]) AS r(s, p, h, g, u) ORDER BY s "
     "ON CONFLICT (serial) DO UPDATE SET product_id = EXCLUDED.product_id, "
     "hardware_hash = EXCLUDED.hardware_hash, "
     "group_tag = CASE WHEN $6::bool THEN EXCLUDED.group_tag ELSE d.group_tag END, "
