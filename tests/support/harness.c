@@ -239,6 +239,12 @@ int gb_th_server_start(gb_th_server_t *s, const char *db_url, const char *const 
     argv[n++] = s->db_url;
     argv[n++] = "--log-level";
     argv[n++] = "debug";
+    if (valgrind) {
+        /* Connecting under valgrind takes seconds on a busy machine; a test's own setting
+         * (extra) comes later and wins. */
+        argv[n++] = "--db-connect-timeout";
+        argv[n++] = "60s";
+    }
     for (size_t i = 0; extra != NULL && extra[i] != NULL && n < GB_ARRAY_LEN(argv) - 2; i++) {
         argv[n++] = extra[i];
     }
@@ -266,7 +272,7 @@ int gb_th_server_start(gb_th_server_t *s, const char *db_url, const char *const 
     s->pid = pid;
     track_pid(pid, true);
     /* Wait for "listening ... port=N" in the log. Loading a large fleet takes seconds. */
-    int64_t deadline = gb_time_mono_ms() + gb_th_scale_ms(30000);
+    int64_t deadline = gb_time_mono_ms() + gb_th_scale_ms(60000);
     while (gb_time_mono_ms() < deadline) {
         char *log = gb_th_server_log(s);
         const char *p = strstr(log, "listening on ");
