@@ -22,7 +22,7 @@
 
 #include "harness.h"
 
-#define DEVICES    2500
+#define DEVICES    2000
 #define SIM_ARGS   "--seed 31 --mix 0.3 --serial-prefix X"
 #define PHASE_MS   90000 /* the longest wait for the simulator's progress or its end */
 #define OUTAGE_MS  1000  /* how long PostgreSQL stays down at each crash */
