@@ -401,7 +401,7 @@ static void post(srv_t *s, const char *body, gb_th_resp_t *r)
 /* Posts until the answer is not 503 (a device being rebuilt), as an agent would. */
 static void post_until_answered(srv_t *s, const char *body, gb_th_resp_t *r)
 {
-    int64_t deadline = gb_time_mono_ms() + 15000;
+    int64_t deadline = gb_time_mono_ms() + gb_th_scale_ms(15000);
     for (;;) {
         post(s, body, r);
         if (r->status != 503 || gb_time_mono_ms() > deadline) {
@@ -634,7 +634,7 @@ static void *conc_run(void *arg)
     gb_th_resp_t r;
     gb_buf_t req;
     PGconn *db = PQconnectdb(main_srv.url);
-    int64_t deadline = gb_time_mono_ms() + 30000;
+    int64_t deadline = gb_time_mono_ms() + gb_th_scale_ms(30000);
 
     gb_buf_init(&req);
     if (PQstatus(db) != CONNECTION_OK || gb_th_conn_open(&c, main_srv.proc.port) != 0) {

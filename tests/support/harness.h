@@ -15,6 +15,14 @@ char *gb_th_read_data(const char *relpath, size_t *len);
 
 void gb_th_sleep_ms(unsigned ms);
 
+/* ms times GB_TEST_TIME_SCALE (a whole number >= 1; 1 when unset, 10 when GB_TEST_VALGRIND is
+ * set): the harness's own waits for a server pass through it, and tests may scale theirs, so a
+ * slow run (under valgrind) waits longer without the normal run waiting any longer. */
+unsigned gb_th_scale_ms(unsigned ms);
+/* True when GB_TEST_VALGRIND is set (and not "0"): gloveboxd then runs under valgrind's memcheck
+ * (see gb_th_server_start). */
+bool gb_th_valgrind(void);
+
 /* Runs a shell command; returns its exit status (or -1). Output goes to the test's stderr. */
 int gb_th_sh(const char *fmt, ...) GB_PRINTF(1, 2);
 /* Runs a command and returns its first line of stdout (heap, no newline), NULL on failure. */
@@ -27,6 +35,8 @@ int gb_th_db_create(char *url, size_t n);
 int gb_th_db_create_in(const char *dir, char *url, size_t n);
 
 /* ---- a real gloveboxd ---- */
+#define GB_TH_VALGRIND_ERROR 97
+
 typedef struct gb_th_server {
     pid_t pid;
     int port;
@@ -36,10 +46,12 @@ typedef struct gb_th_server {
 
 /* Starts `gloveboxd serve --listen 127.0.0.1:0 --database-url URL [extra args...]` (extra is a
  * NULL-terminated list, may be NULL) and waits until it listens. Returns 0 or -1 (the log is
- * printed to stderr then). */
+ * printed to stderr then). With GB_TEST_VALGRIND set the server runs under memcheck, its
+ * report in log_path + ".valgrind": any error or definite or indirect leak makes it exit with
+ * status GB_TH_VALGRIND_ERROR (as a clean exit it would be 0), and a stop prints the report. */
 int gb_th_server_start(gb_th_server_t *s, const char *db_url, const char *const *extra);
-/* Sends sig and waits up to timeout_ms; returns the exit status, 128+signal if killed by one,
- * or -1 when it did not exit in time (it is then SIGKILLed). */
+/* Sends sig and waits up to timeout_ms (scaled by gb_th_scale_ms()); returns the exit status,
+ * 128+signal if killed by one, or -1 when it did not exit in time (it is then SIGKILLed). */
 int gb_th_server_stop(gb_th_server_t *s, int sig, unsigned timeout_ms);
 /* True while the process runs. */
 bool gb_th_server_alive(gb_th_server_t *s);
@@ -72,7 +84,8 @@ int gb_th_conn_open(gb_th_conn_t *c, int port);
 void gb_th_conn_close(gb_th_conn_t *c);
 /* Sends all bytes; -1 when the peer has closed. */
 int gb_th_conn_send(gb_th_conn_t *c, const void *data, size_t len);
-/* Reads one response (Content-Length, chunked, or until close). status 0 on timeout/close. */
+/* Reads one response (Content-Length, chunked, or until close). status 0 on timeout/close.
+ * Here and in gb_th_conn_wait_closed() the timeout is scaled by gb_th_scale_ms(). */
 void gb_th_conn_read(gb_th_conn_t *c, gb_th_resp_t *r, unsigned timeout_ms);
 /* True when the server closes the connection within timeout_ms (reading and discarding). */
 bool gb_th_conn_wait_closed(gb_th_conn_t *c, unsigned timeout_ms);
