@@ -9,11 +9,14 @@
 // Filters live in the address (#/board?status=red&q=...), so a filtered board can be linked.
 
 import { h, fill, setText } from './dom.js';
-import { STATUSES, STATUS_LABEL, STATUS_HINT, STAGES, stageName, progress, shortTime, naturalCompare } from './format.js';
+import { STATUSES, STATUS_LABEL, STATUS_HINT, STAGES, stageName, progress, shortTime, naturalSort } from './format.js';
 
 // Lower ranks first in the "needs attention" order: red screens, stalled devices, green screens
 // waiting for Reseal, then the flow in progress, then the finished ones.
 const ATTENTION = { red: 0, green: 2, provisioning: 3, registered: 4, handover: 5, resealed: 6, delivered: 7 };
+
+// Rows of tiles kept ready above and below the viewport.
+const OVERSCAN = 2;
 
 const SORTS = [
   ['attention', 'Needs attention first'],
@@ -293,16 +296,17 @@ export function mountBoard(root, { store, query }) {
     }
   }
 
-  // Binds tiles to the rows in and near the viewport, releases the others, and keeps the DOM
-  // order equal to the visual order (what screen readers and Tab follow).
-  function renderWindow() {
+  // Binds tiles to the rows in and near the viewport (`overscan` rows above and below it),
+  // releases the others, and keeps the DOM order equal to the visual order (what screen readers
+  // and Tab follow).
+  function renderWindow(overscan = OVERSCAN) {
     const rows = Math.ceil(visible.length / geo.cols);
     const height = Math.max(0, rows * geo.rowH - geo.gap);
     if (grid.style.height !== `${height}px`) grid.style.height = `${height}px`;
     const top = grid.getBoundingClientRect().top;
     const viewH = window.innerHeight || 800;
-    const first = Math.max(0, Math.floor(-top / geo.rowH) - 2);
-    const last = Math.min(rows - 1, Math.ceil((viewH - top) / geo.rowH) + 2);
+    const first = Math.max(0, Math.floor(-top / geo.rowH) - overscan);
+    const last = Math.min(rows - 1, Math.ceil((viewH - top) / geo.rowH) + overscan);
     const a = first * geo.cols;
     const b = Math.min(visible.length - 1, (last + 1) * geo.cols - 1);
     if (active >= visible.length) active = Math.max(0, visible.length - 1);
@@ -389,7 +393,15 @@ export function mountBoard(root, { store, query }) {
     if (!scrollFrame) scrollFrame = requestAnimationFrame(() => { scrollFrame = 0; renderWindow(); });
   };
   window.addEventListener('scroll', onScroll, { passive: true });
-  const resizer = new ResizeObserver(() => { measure(); renderWindow(); });
+  // Only a change of width moves tiles (the height is the board's own doing).
+  let gridWidth = -1;
+  const resizer = new ResizeObserver((entries) => {
+    const width = entries[entries.length - 1].contentRect.width;
+    if (width === gridWidth) return;
+    gridWidth = width;
+    measure();
+    renderWindow();
+  });
   resizer.observe(grid);
 
   function updateCounts() {
@@ -410,7 +422,7 @@ export function mountBoard(root, { store, query }) {
     for (const d of store.devices.values()) if (d.slot) set.add(d.slot);
     if (f.slot && f.slot !== '-') set.add(f.slot);
     if (set.size === slots.length && slots.every((s) => set.has(s))) return;
-    slots = [...set].sort(naturalCompare);
+    slots = naturalSort([...set]);
     fill(slotSel,
       h('option', { value: '', text: 'Any slot' }),
       h('option', { value: '-', text: 'No slot' }),
@@ -433,7 +445,7 @@ export function mountBoard(root, { store, query }) {
 
   // Brings the records and the order in line with the filters after `changed` devices changed
   // (with `full`, the filters or the sort changed: every key and match is computed again).
-  function reconcile(changed, full) {
+  function reconcile(changed, full, overscan = OVERSCAN) {
     let reorder = full;
     for (const serial of changed) {
       const d = store.get(serial);
@@ -469,7 +481,7 @@ export function mountBoard(root, { store, query }) {
       for (let i = 0; i < vis.length; i++) vis[i].index = i;
       visible = vis;
     }
-    renderWindow();
+    renderWindow(overscan);
   }
 
   function changedFilters() {
@@ -487,18 +499,22 @@ export function mountBoard(root, { store, query }) {
       for (const serial of recs.keys()) if (!store.devices.has(serial)) changed.add(serial);
     }
     if (!measured) { measure(); measured = true; }
-    reconcile(changed, reset);
+    // The first screen is drawn with the rows in view only; the rows around them follow right
+    // after it, ready for scrolling.
+    const first = store.loaded && !firstRendered;
+    reconcile(changed, reset, first ? 0 : OVERSCAN);
     updateCounts();
     updateSlots();
     updateShown();
     if (store.error) setText(msg, `The device list could not be loaded: ${store.error.text}`);
     performance.measure('board:apply', { start: t0, detail: { updates: changed.size, reset } });
-    if (store.loaded && !firstRendered) {
+    if (first) {
       firstRendered = true;
       // Marked once the frame holding the tiles has been produced.
       requestAnimationFrame(() => setTimeout(() => {
         performance.mark('board:first-render');
         section.dataset.boardState = 'ready';
+        renderWindow();
       }, 0));
     }
   }

@@ -189,12 +189,11 @@ export function relative(iso, now = Date.now()) {
   return s > 0 ? `in ${duration(s)}` : `${duration(-s)} ago`;
 }
 
-// Natural order for slots and serials: "A-2" before "A-10", case aside. Plain string compares of
-// keys whose digit runs are padded, so the board's first screen needs no Intl.Collator.
+// The strings of `list` in natural order ("A-2" before "A-10", case aside): plain string compares
+// of keys whose digit runs are padded, each key made once, so the board needs no Intl.Collator.
 const naturalKey = (s) => String(s).toLowerCase().replace(/\d+/g, (d) => d.replace(/^0+(?=\d)/, '').padStart(16, '0'));
-export function naturalCompare(a, b) {
-  const x = naturalKey(a);
-  const y = naturalKey(b);
-  if (x !== y) return x < y ? -1 : 1;
-  return a < b ? -1 : a > b ? 1 : 0;
+export function naturalSort(list) {
+  return list.map((s) => [naturalKey(s), s])
+    .sort(([x, a], [y, b]) => (x !== y ? (x < y ? -1 : 1) : a < b ? -1 : a > b ? 1 : 0))
+    .map(([, s]) => s);
 }
