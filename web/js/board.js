@@ -213,11 +213,14 @@ export function mountBoard(root, { store, query }) {
     return true;
   }
 
-  // Tiles are clones of one skeleton: <a> with status, slot, serial and info spans. The icon
-  // and the progress bar are pseudo-elements; the "Stalled" badge is made when first needed.
+  // Tiles are clones of one skeleton: <a> with status, slot, serial and info spans and the
+  // progress bar. The icon is a pseudo-element; the "Stalled" badge is made when first needed.
+  // Texts change as the data of their text nodes, and the progress is a custom property of the
+  // bar alone, so the common update (a device's next stage) restyles no element but the bar.
   // A view is a tile element bound to one device while it is on screen, then reused.
   const skeleton = h('a', { class: 'tile', tabindex: '-1' },
-    h('span', { class: 't-st' }), h('span', { class: 't-slot' }), h('span', { class: 't-sn' }), h('span', { class: 't-info' }));
+    h('span', { class: 't-st' }, ''), h('span', { class: 't-slot' }, ''), h('span', { class: 't-sn' }, ''), h('span', { class: 't-info' }, ''),
+    h('span', { class: 't-bar' }));
   const pool = [];
   const bound = new Map(); // serial -> view
   let active = 0;          // index of the tile that takes the tab stop
@@ -227,8 +230,8 @@ export function mountBoard(root, { store, query }) {
     const v = pool.pop();
     if (v) return v;
     const el = skeleton.cloneNode(true);
-    const [st, slot, sn, info] = el.children;
-    return { el, st, slot, sn, info, stall: null, serial: null, dev: null, idx: -1, text: {} };
+    const [st, slot, sn, info, bar] = el.children;
+    return { el, st: st.firstChild, slot: slot.firstChild, sn: sn.firstChild, info: info.firstChild, bar, stall: null, serial: null, dev: null, idx: -1, text: {} };
   }
 
   function bind(v, rec) {
@@ -237,7 +240,7 @@ export function mountBoard(root, { store, query }) {
     v.idx = -1;
     v.text = {};
     v.el.href = `#/device/${encodeURIComponent(rec.serial)}`;
-    v.sn.textContent = rec.serial;
+    v.sn.data = rec.serial;
     v.el.dataset.serial = rec.serial;
   }
 
@@ -253,14 +256,14 @@ export function mountBoard(root, { store, query }) {
     }
     const t = v.text;
     const st = STATUS_LABEL[d.status] || d.status;
-    if (t.st !== st) v.st.textContent = t.st = st;
+    if (t.st !== st) v.st.data = t.st = st;
     const slot = d.slot || '';
-    if (t.slot !== slot) v.slot.textContent = t.slot = slot;
+    if (t.slot !== slot) v.slot.data = t.slot = slot;
     const info = infoText(d);
-    if (t.info !== info) v.info.textContent = t.info = info;
+    if (t.info !== info) v.info.data = t.info = info;
     const p = progress(d);
     const frac = p ? p.fraction.toFixed(3) : '0';
-    if (t.p !== frac) el.style.setProperty('--p', (t.p = frac));
+    if (t.p !== frac) v.bar.style.setProperty('--p', (t.p = frac));
     const title = titleText(d);
     if (t.title !== title) el.title = t.title = title;
     v.dev = d;
@@ -444,14 +447,21 @@ export function mountBoard(root, { store, query }) {
   }
 
   // Brings the records and the order in line with the filters after `changed` devices changed
-  // (with `full`, the filters or the sort changed: every key and match is computed again).
+  // (with `full`, the filters or the sort changed: every key and match is computed again). After
+  // a few changes the order is mended rather than made again: the records whose key or match
+  // changed leave it, and return sorted among themselves by one merge with the rest.
   function reconcile(changed, full, overscan = OVERSCAN) {
-    let reorder = full;
+    const moved = [];
+    let gone = false;
     for (const serial of changed) {
       const d = store.get(serial);
       let rec = recs.get(serial);
       if (!d) {
-        if (rec) { recs.delete(serial); reorder = true; }
+        if (rec) {
+          recs.delete(serial);
+          if (rec.index >= 0) gone = true;
+          rec.match = false;
+        }
         continue;
       }
       if (!rec) {
@@ -459,29 +469,45 @@ export function mountBoard(root, { store, query }) {
         recs.set(serial, rec);
       }
       rec.dev = d;
+      if (full) continue;
       const key = sortKey(f.sort, d);
       const match = matches(d);
-      if (key !== rec.key || match !== rec.match || rec.index < 0) reorder = true;
+      if (key !== rec.key || match !== rec.match) moved.push(rec);
       rec.key = key;
       rec.match = match;
     }
     if (full) {
+      const vis = [];
       for (const rec of recs.values()) {
         rec.key = sortKey(f.sort, rec.dev);
         rec.match = matches(rec.dev);
-      }
-    }
-    if (reorder) {
-      const vis = [];
-      for (const rec of recs.values()) {
         rec.index = -1;
         if (rec.match) vis.push(rec);
       }
-      vis.sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
-      for (let i = 0; i < vis.length; i++) vis[i].index = i;
-      visible = vis;
+      vis.sort(byKey);
+      setVisible(vis);
+    } else if (moved.length || gone) {
+      const out = new Set(moved);
+      const stay = visible.filter((rec) => !out.has(rec) && rec.match);
+      const come = moved.filter((rec) => rec.match).sort(byKey);
+      for (const rec of visible) rec.index = -1;
+      for (const rec of moved) rec.index = -1;
+      const vis = new Array(stay.length + come.length);
+      let i = 0;
+      let j = 0;
+      for (let k = 0; k < vis.length; k++) vis[k] = j >= come.length || (i < stay.length && byKey(stay[i], come[j]) <= 0) ? stay[i++] : come[j++];
+      setVisible(vis);
     }
     renderWindow(overscan);
+  }
+
+  function byKey(x, y) {
+    return x.key < y.key ? -1 : x.key > y.key ? 1 : 0;
+  }
+
+  function setVisible(vis) {
+    for (let i = 0; i < vis.length; i++) vis[i].index = i;
+    visible = vis;
   }
 
   function changedFilters() {
