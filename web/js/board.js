@@ -8,7 +8,7 @@
 // between tiles (scrolling hidden ones into view), Enter opens a device.
 // Filters live in the address (#/board?status=red&q=...), so a filtered board can be linked.
 
-import { h, fill, setText } from './dom.js';
+import { h, setText } from './dom.js';
 import { STATUSES, STATUS_LABEL, STATUS_HINT, STAGES, stageName, progress, shortTime, naturalSort } from './format.js';
 
 // Lower ranks first in the "needs attention" order: red screens, stalled devices, green screens
@@ -420,16 +420,19 @@ export function mountBoard(root, { store, query }) {
     stalledBtn.classList.toggle('has', stalled > 0);
   }
 
-  function updateSlots() {
+  // The slot filter's choices; `all` when a device may have changed its slot (the common update,
+  // a device's next stage, does not: it costs no walk through the fleet).
+  function updateSlots(all) {
+    if (!all) return;
     const set = new Set();
     for (const d of store.devices.values()) if (d.slot) set.add(d.slot);
     if (f.slot && f.slot !== '-') set.add(f.slot);
     if (set.size === slots.length && slots.every((s) => set.has(s))) return;
     slots = naturalSort([...set]);
-    fill(slotSel,
-      h('option', { value: '', text: 'Any slot' }),
-      h('option', { value: '-', text: 'No slot' }),
-      slots.map((s) => h('option', { value: s, text: s })));
+    const frag = document.createDocumentFragment();
+    frag.append(new Option('Any slot', ''), new Option('No slot', '-'));
+    for (const s of slots) frag.append(new Option(s, s));
+    slotSel.replaceChildren(frag);
     slotSel.value = f.slot;
   }
 
@@ -525,12 +528,19 @@ export function mountBoard(root, { store, query }) {
       for (const serial of recs.keys()) if (!store.devices.has(serial)) changed.add(serial);
     }
     if (!measured) { measure(); measured = true; }
+    let slotsMoved = reset;
+    for (const serial of changed) {
+      if (slotsMoved) break;
+      const rec = recs.get(serial);
+      const d = store.get(serial);
+      slotsMoved = !rec || !d || (rec.dev.slot || '') !== (d.slot || '');
+    }
     // The first screen is drawn with the rows in view only; the rows around them follow right
     // after it, ready for scrolling.
     const first = store.loaded && !firstRendered;
     reconcile(changed, reset, first ? 0 : OVERSCAN);
     updateCounts();
-    updateSlots();
+    updateSlots(slotsMoved);
     updateShown();
     if (store.error) setText(msg, `The device list could not be loaded: ${store.error.text}`);
     performance.measure('board:apply', { start: t0, detail: { updates: changed.size, reset } });
