@@ -176,6 +176,10 @@ test('a live update appears after an ingest, without a reload', async () => {
   await tile.waitFor({ timeout: 10000 });
   assert.equal(await tile.getAttribute('data-status'), 'provisioning');
   assert.match(await tile.locator('.t-info').textContent(), /Out-of-box experience · 1\/12/);
+  // Its progress bar shows the stage under way as half a step of twelve.
+  const bar = tile.locator('.t-bar');
+  assert.equal(await bar.isVisible(), true, 'a provisioning tile shows its progress');
+  assert.equal(await bar.evaluate((e) => e.style.getPropertyValue('--p')), (0.5 / 12).toFixed(3));
   await agentPost(server.url, agent, serial, [
     { seq: 3, at: iso(t0 - 3000), type: 'stage', stage: 'oobe', state: 'succeeded' },
     { seq: 4, at: iso(t0 - 3000), type: 'stage', stage: 'joining_network', state: 'started' },
@@ -186,6 +190,7 @@ test('a live update appears after an ingest, without a reload', async () => {
     return el && el.dataset.status === 'red';
   }, serial, { timeout: 10000 });
   assert.equal(await tile.locator('.t-info').textContent(), 'device_object_missing');
+  assert.equal(await bar.isVisible(), false, 'a red tile has no progress bar');
   assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page was not reloaded');
   const summary = await api('/api/v1/summary');
   const counts = await boardCounts(page);
