@@ -160,33 +160,49 @@ async function check(path, el) {
   }
 }
 
+// The store starts loading the fleet while the server is asked who the token belongs to: the
+// board's data is on its way by the time the answer comes. A refused token stops it again.
 async function start() {
   showBanner('');
+  if (store) {
+    store.stop();
+    store = null;
+  }
   if (!getToken()) {
     showSignIn();
     return;
   }
+  const mine = new Store();
+  store = mine;
+  mine.onConnection((state) => {
+    if (store !== mine) return;
+    live.dataset.state = state;
+    setText(live, LIVE_TEXT[state] || state);
+  });
+  mine.start();
+  let answer;
   try {
-    me = await api('/api/v1/whoami');
+    answer = await api('/api/v1/whoami');
   } catch (e) {
+    if (store !== mine) return; // signed out or started again meanwhile
+    mine.stop();
+    store = null;
     if (e instanceof ApiError && (e.status === 401 || e.status === 403)) {
       setToken('');
       showSignIn(e.status === 401 ? `That token was not accepted: ${e.message}.` : `That token may not read the board: ${e.message}.`);
     } else {
       view.replaceChildren();
+      live.dataset.state = 'idle';
+      setText(live, '');
       showBanner(`The server could not be asked who you are: ${e.text || e.message}`, { label: 'Try again', run: start });
     }
     return;
   }
+  if (store !== mine) return;
+  me = answer;
   setText(who, `${me.name} · ${me.role}`);
   nav.hidden = false;
   signout.hidden = false;
-  store = new Store();
-  store.onConnection((state) => {
-    live.dataset.state = state;
-    setText(live, LIVE_TEXT[state] || state);
-  });
-  store.start();
   route();
 }
 

@@ -8,12 +8,15 @@
 // between tiles (scrolling hidden ones into view), Enter opens a device.
 // Filters live in the address (#/board?status=red&q=...), so a filtered board can be linked.
 
-import { h, fill, setText } from './dom.js';
-import { STATUSES, STATUS_LABEL, STATUS_HINT, STAGES, stageName, progress, shortTime, naturalCompare } from './format.js';
+import { h, setText } from './dom.js';
+import { STATUSES, STATUS_LABEL, STATUS_HINT, STAGES, stageName, progress, shortTime, naturalSort } from './format.js';
 
 // Lower ranks first in the "needs attention" order: red screens, stalled devices, green screens
 // waiting for Reseal, then the flow in progress, then the finished ones.
 const ATTENTION = { red: 0, green: 2, provisioning: 3, registered: 4, handover: 5, resealed: 6, delivered: 7 };
+
+// Rows of tiles kept ready above and below the viewport.
+const OVERSCAN = 2;
 
 const SORTS = [
   ['attention', 'Needs attention first'],
@@ -210,11 +213,14 @@ export function mountBoard(root, { store, query }) {
     return true;
   }
 
-  // Tiles are clones of one skeleton: <a> with status, slot, serial and info spans. The icon
-  // and the progress bar are pseudo-elements; the "Stalled" badge is made when first needed.
+  // Tiles are clones of one skeleton: <a> with status, slot, serial and info spans and the
+  // progress bar. The icon is a pseudo-element; the "Stalled" badge is made when first needed.
+  // Texts change as the data of their text nodes, and the progress is a custom property of the
+  // bar alone, so the common update (a device's next stage) restyles no element but the bar.
   // A view is a tile element bound to one device while it is on screen, then reused.
   const skeleton = h('a', { class: 'tile', tabindex: '-1' },
-    h('span', { class: 't-st' }), h('span', { class: 't-slot' }), h('span', { class: 't-sn' }), h('span', { class: 't-info' }));
+    h('span', { class: 't-st' }, ''), h('span', { class: 't-slot' }, ''), h('span', { class: 't-sn' }, ''), h('span', { class: 't-info' }, ''),
+    h('span', { class: 't-bar' }));
   const pool = [];
   const bound = new Map(); // serial -> view
   let active = 0;          // index of the tile that takes the tab stop
@@ -224,8 +230,8 @@ export function mountBoard(root, { store, query }) {
     const v = pool.pop();
     if (v) return v;
     const el = skeleton.cloneNode(true);
-    const [st, slot, sn, info] = el.children;
-    return { el, st, slot, sn, info, stall: null, serial: null, dev: null, idx: -1, text: {} };
+    const [st, slot, sn, info, bar] = el.children;
+    return { el, st: st.firstChild, slot: slot.firstChild, sn: sn.firstChild, info: info.firstChild, bar, stall: null, serial: null, dev: null, idx: -1, text: {} };
   }
 
   function bind(v, rec) {
@@ -234,7 +240,7 @@ export function mountBoard(root, { store, query }) {
     v.idx = -1;
     v.text = {};
     v.el.href = `#/device/${encodeURIComponent(rec.serial)}`;
-    v.sn.textContent = rec.serial;
+    v.sn.data = rec.serial;
     v.el.dataset.serial = rec.serial;
   }
 
@@ -250,14 +256,14 @@ export function mountBoard(root, { store, query }) {
     }
     const t = v.text;
     const st = STATUS_LABEL[d.status] || d.status;
-    if (t.st !== st) v.st.textContent = t.st = st;
+    if (t.st !== st) v.st.data = t.st = st;
     const slot = d.slot || '';
-    if (t.slot !== slot) v.slot.textContent = t.slot = slot;
+    if (t.slot !== slot) v.slot.data = t.slot = slot;
     const info = infoText(d);
-    if (t.info !== info) v.info.textContent = t.info = info;
+    if (t.info !== info) v.info.data = t.info = info;
     const p = progress(d);
     const frac = p ? p.fraction.toFixed(3) : '0';
-    if (t.p !== frac) el.style.setProperty('--p', (t.p = frac));
+    if (t.p !== frac) v.bar.style.setProperty('--p', (t.p = frac));
     const title = titleText(d);
     if (t.title !== title) el.title = t.title = title;
     v.dev = d;
@@ -293,16 +299,17 @@ export function mountBoard(root, { store, query }) {
     }
   }
 
-  // Binds tiles to the rows in and near the viewport, releases the others, and keeps the DOM
-  // order equal to the visual order (what screen readers and Tab follow).
-  function renderWindow() {
+  // Binds tiles to the rows in and near the viewport (`overscan` rows above and below it),
+  // releases the others, and keeps the DOM order equal to the visual order (what screen readers
+  // and Tab follow).
+  function renderWindow(overscan = OVERSCAN) {
     const rows = Math.ceil(visible.length / geo.cols);
     const height = Math.max(0, rows * geo.rowH - geo.gap);
     if (grid.style.height !== `${height}px`) grid.style.height = `${height}px`;
     const top = grid.getBoundingClientRect().top;
     const viewH = window.innerHeight || 800;
-    const first = Math.max(0, Math.floor(-top / geo.rowH) - 2);
-    const last = Math.min(rows - 1, Math.ceil((viewH - top) / geo.rowH) + 2);
+    const first = Math.max(0, Math.floor(-top / geo.rowH) - overscan);
+    const last = Math.min(rows - 1, Math.ceil((viewH - top) / geo.rowH) + overscan);
     const a = first * geo.cols;
     const b = Math.min(visible.length - 1, (last + 1) * geo.cols - 1);
     if (active >= visible.length) active = Math.max(0, visible.length - 1);
@@ -389,7 +396,15 @@ export function mountBoard(root, { store, query }) {
     if (!scrollFrame) scrollFrame = requestAnimationFrame(() => { scrollFrame = 0; renderWindow(); });
   };
   window.addEventListener('scroll', onScroll, { passive: true });
-  const resizer = new ResizeObserver(() => { measure(); renderWindow(); });
+  // Only a change of width moves tiles (the height is the board's own doing).
+  let gridWidth = -1;
+  const resizer = new ResizeObserver((entries) => {
+    const width = entries[entries.length - 1].contentRect.width;
+    if (width === gridWidth) return;
+    gridWidth = width;
+    measure();
+    renderWindow();
+  });
   resizer.observe(grid);
 
   function updateCounts() {
@@ -405,16 +420,19 @@ export function mountBoard(root, { store, query }) {
     stalledBtn.classList.toggle('has', stalled > 0);
   }
 
-  function updateSlots() {
+  // The slot filter's choices; `all` when a device may have changed its slot (the common update,
+  // a device's next stage, does not: it costs no walk through the fleet).
+  function updateSlots(all) {
+    if (!all) return;
     const set = new Set();
     for (const d of store.devices.values()) if (d.slot) set.add(d.slot);
     if (f.slot && f.slot !== '-') set.add(f.slot);
     if (set.size === slots.length && slots.every((s) => set.has(s))) return;
-    slots = [...set].sort(naturalCompare);
-    fill(slotSel,
-      h('option', { value: '', text: 'Any slot' }),
-      h('option', { value: '-', text: 'No slot' }),
-      slots.map((s) => h('option', { value: s, text: s })));
+    slots = naturalSort([...set]);
+    const frag = document.createDocumentFragment();
+    frag.append(new Option('Any slot', ''), new Option('No slot', '-'));
+    for (const s of slots) frag.append(new Option(s, s));
+    slotSel.replaceChildren(frag);
     slotSel.value = f.slot;
   }
 
@@ -432,14 +450,21 @@ export function mountBoard(root, { store, query }) {
   }
 
   // Brings the records and the order in line with the filters after `changed` devices changed
-  // (with `full`, the filters or the sort changed: every key and match is computed again).
-  function reconcile(changed, full) {
-    let reorder = full;
+  // (with `full`, the filters or the sort changed: every key and match is computed again). After
+  // a few changes the order is mended rather than made again: the records whose key or match
+  // changed leave it, and return sorted among themselves by one merge with the rest.
+  function reconcile(changed, full, overscan = OVERSCAN) {
+    const moved = [];
+    let gone = false;
     for (const serial of changed) {
       const d = store.get(serial);
       let rec = recs.get(serial);
       if (!d) {
-        if (rec) { recs.delete(serial); reorder = true; }
+        if (rec) {
+          recs.delete(serial);
+          if (rec.index >= 0) gone = true;
+          rec.match = false;
+        }
         continue;
       }
       if (!rec) {
@@ -447,29 +472,45 @@ export function mountBoard(root, { store, query }) {
         recs.set(serial, rec);
       }
       rec.dev = d;
+      if (full) continue;
       const key = sortKey(f.sort, d);
       const match = matches(d);
-      if (key !== rec.key || match !== rec.match || rec.index < 0) reorder = true;
+      if (key !== rec.key || match !== rec.match) moved.push(rec);
       rec.key = key;
       rec.match = match;
     }
     if (full) {
+      const vis = [];
       for (const rec of recs.values()) {
         rec.key = sortKey(f.sort, rec.dev);
         rec.match = matches(rec.dev);
-      }
-    }
-    if (reorder) {
-      const vis = [];
-      for (const rec of recs.values()) {
         rec.index = -1;
         if (rec.match) vis.push(rec);
       }
-      vis.sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
-      for (let i = 0; i < vis.length; i++) vis[i].index = i;
-      visible = vis;
+      vis.sort(byKey);
+      setVisible(vis);
+    } else if (moved.length || gone) {
+      const out = new Set(moved);
+      const stay = visible.filter((rec) => !out.has(rec) && rec.match);
+      const come = moved.filter((rec) => rec.match).sort(byKey);
+      for (const rec of visible) rec.index = -1;
+      for (const rec of moved) rec.index = -1;
+      const vis = new Array(stay.length + come.length);
+      let i = 0;
+      let j = 0;
+      for (let k = 0; k < vis.length; k++) vis[k] = j >= come.length || (i < stay.length && byKey(stay[i], come[j]) <= 0) ? stay[i++] : come[j++];
+      setVisible(vis);
     }
-    renderWindow();
+    renderWindow(overscan);
+  }
+
+  function byKey(x, y) {
+    return x.key < y.key ? -1 : x.key > y.key ? 1 : 0;
+  }
+
+  function setVisible(vis) {
+    for (let i = 0; i < vis.length; i++) vis[i].index = i;
+    visible = vis;
   }
 
   function changedFilters() {
@@ -487,18 +528,29 @@ export function mountBoard(root, { store, query }) {
       for (const serial of recs.keys()) if (!store.devices.has(serial)) changed.add(serial);
     }
     if (!measured) { measure(); measured = true; }
-    reconcile(changed, reset);
+    let slotsMoved = reset;
+    for (const serial of changed) {
+      if (slotsMoved) break;
+      const rec = recs.get(serial);
+      const d = store.get(serial);
+      slotsMoved = !rec || !d || (rec.dev.slot || '') !== (d.slot || '');
+    }
+    // The first screen is drawn with the rows in view only; the rows around them follow right
+    // after it, ready for scrolling.
+    const first = store.loaded && !firstRendered;
+    reconcile(changed, reset, first ? 0 : OVERSCAN);
     updateCounts();
-    updateSlots();
+    updateSlots(slotsMoved);
     updateShown();
     if (store.error) setText(msg, `The device list could not be loaded: ${store.error.text}`);
     performance.measure('board:apply', { start: t0, detail: { updates: changed.size, reset } });
-    if (store.loaded && !firstRendered) {
+    if (first) {
       firstRendered = true;
       // Marked once the frame holding the tiles has been produced.
       requestAnimationFrame(() => setTimeout(() => {
         performance.mark('board:first-render');
         section.dataset.boardState = 'ready';
+        renderWindow();
       }, 0));
     }
   }

@@ -304,8 +304,9 @@ export function mountDevice(root, { store, me, params }) {
     canAct ? null : h('p', { class: 'muted', text: `Signed in as ${me ? me.role : 'nobody'}: actions need a technician or admin token.` }),
     h('div', { class: 'action-row' }, retryBtn, retryHelp), noteForm, slotForm, feedback, h('h3', { text: 'History' }), historyEl]);
 
+  // bad: true (refused), false (done) or null (under way: neither colour).
   function showFeedback(text, bad) {
-    feedback.className = `feedback ${bad ? 'error' : 'ok'}`;
+    feedback.className = bad === null ? 'feedback' : `feedback ${bad ? 'error' : 'ok'}`;
     feedback.setAttribute('role', bad ? 'alert' : 'status');
     setText(feedback, text);
   }
@@ -313,7 +314,7 @@ export function mountDevice(root, { store, me, params }) {
   async function act(body, okText) {
     if (!canAct) return false;
     for (const b of actionsCard.querySelectorAll('button')) b.disabled = true;
-    showFeedback('Sending…', false);
+    showFeedback('Sending…', null);
     try {
       const d = await api(`/api/v1/devices/${enc(serial)}/actions`, { method: 'POST', body });
       if (gone) return true;

@@ -150,23 +150,33 @@ export function mbps(x) {
   return x === null || x === undefined ? '—' : `${number(x, x < 10 ? 1 : 0)} Mbit/s`;
 }
 
-const dateFmt = new Intl.DateTimeFormat(undefined, {
-  year: 'numeric', month: 'short', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit',
-});
+// The Intl formatters are made on first use: making the first one loads the browser's locale
+// data, which costs tens of milliseconds that the board's first screen does not need.
+const formats = new Map();
+function fmt(name, options) {
+  let f = formats.get(name);
+  if (!f) {
+    f = new Intl.DateTimeFormat(undefined, options);
+    formats.set(name, f);
+  }
+  return f;
+}
 
 export function dateTime(iso) {
   if (!iso) return '—';
   const t = Date.parse(iso);
-  return Number.isNaN(t) ? String(iso) : dateFmt.format(t);
+  return Number.isNaN(t) ? String(iso) : fmt('dateTime', {
+    year: 'numeric', month: 'short', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit',
+  }).format(t);
 }
 
 
-const hmFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
-const dayHmFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
 // "14:05" today, "Nov 25, 14:05" on another day; from milliseconds.
 export function shortTime(ms) {
   const d = new Date(ms);
-  return d.toDateString() === new Date().toDateString() ? hmFmt.format(d) : dayHmFmt.format(d);
+  return d.toDateString() === new Date().toDateString()
+    ? fmt('hm', { hour: '2-digit', minute: '2-digit' }).format(d)
+    : fmt('dayHm', { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' }).format(d);
 }
 
 // "in 35m 10s" / "2h 05m ago", relative to now (ms).
@@ -179,6 +189,11 @@ export function relative(iso, now = Date.now()) {
   return s > 0 ? `in ${duration(s)}` : `${duration(-s)} ago`;
 }
 
-// Natural order for slots and serials: "A-2" before "A-10".
-const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
-export const naturalCompare = collator.compare;
+// The strings of `list` in natural order ("A-2" before "A-10", case aside): plain string compares
+// of keys whose digit runs are padded, each key made once, so the board needs no Intl.Collator.
+const naturalKey = (s) => String(s).toLowerCase().replace(/\d+/g, (d) => d.replace(/^0+(?=\d)/, '').padStart(16, '0'));
+export function naturalSort(list) {
+  return list.map((s) => [naturalKey(s), s])
+    .sort(([x, a], [y, b]) => (x !== y ? (x < y ? -1 : 1) : a < b ? -1 : a > b ? 1 : 0))
+    .map(([, s]) => s);
+}
