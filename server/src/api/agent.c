@@ -4,7 +4,10 @@
  * the transaction stores the new messages, the devices' rows and their changed stage runs.
  * Only after COMMIT are the working copies published and the requests answered 200; on any
  * failure they are dropped and every request of the batch gets 503, so nothing is
- * acknowledged that is not durably stored, and retries (same seqs) change nothing.
+ * acknowledged that is not durably stored, and retries (same seqs) change nothing. Two
+ * transactions may be in flight at once (GB_PG_BATCH_SLOTS): a device is in at most one of
+ * them, and a request for a device in flight waits for the next transaction, so each device's
+ * changes still commit one after the other, in the order they arrived.
  *
  * Messages below a device's highest seq that are not certain duplicates (gaps being filled)
  * are stored but cannot be applied in order: such a device is flagged needs_rebuild in the same
@@ -309,19 +312,32 @@ static const char **params_from(gb_arena_t *arena, gb_pg_array_t *arrays, size_t
 
 /* ---- the batch ---- */
 
-static bool on_batch_build(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, gb_pg_query_t *q,
-                           gb_arena_t *arena, void *arg)
+static bool on_batch_build(gb_pg_batcher_t *b, gb_pg_batch_item_t **itemsp,
+                           gb_pg_batch_item_t **deferred, gb_pg_query_t *q, gb_arena_t *arena,
+                           void *arg)
 {
     gb_api_t *api = arg;
     batch_rows_t rows;
     gb_apply_ctx_t ctx = {
         .esp_timeout_min = 0, .hybrid_join = false, .received_ms = gb_time_now_ms()};
     size_t n_devices = 0;
+    gb_pg_batch_item_t *items = NULL, **taken_tail = &items, **deferred_tail = deferred, *next;
 
     rows_init(&rows);
-    for (gb_pg_batch_item_t *it = items; it != NULL; it = it->next) {
+    for (gb_pg_batch_item_t *it = *itemsp; it != NULL; it = next) {
+        next = it->next;
         ingest_req_t *ir = gb_container_of(it, ingest_req_t, item);
         gb_fleet_dev_t *fd = gb_fleet_find(&api->fleet, ir->pr.serial, ir->pr.serial_len);
+        it->next = NULL;
+        if (fd != NULL && fd->has_work && fd->work_batch != q) {
+            /* The device is in the other transaction in flight: its state there is not
+             * committed yet, so this item waits for that transaction's end. */
+            *deferred_tail = it;
+            deferred_tail = &it->next;
+            continue;
+        }
+        *taken_tail = it;
+        taken_tail = &it->next;
         if (fd == NULL && ir->action != GB_API_ACTION_NONE) {
             ir->missing = true;
             continue;
@@ -339,6 +355,7 @@ static bool on_batch_build(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, gb_pg_
             fd->work = gb_xmalloc(sizeof(*fd->work));
             gb_dev_copy(fd->work, &fd->dev);
             fd->has_work = true;
+            fd->work_batch = q;
             fd->snap_now = !fd->in_db;
             fd->gap = fd->stale; /* a failed rebuild is retried with this batch */
             n_devices++;
@@ -404,6 +421,7 @@ static bool on_batch_build(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, gb_pg_
             ir->fdev->row_added = false;
         }
     }
+    *itemsp = items;
     if (n_devices == 0) {
         rows_dispose(&rows);
         return false;

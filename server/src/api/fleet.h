@@ -21,6 +21,7 @@ typedef struct gb_fleet_dev {
     gb_dev_t *work;  /* private: the batch's working copy while has_work (heap; NULL otherwise,
                         so an idle device does not carry a second state) */
     bool has_work;   /* private: work holds this batch's uncommitted state */
+    const void *work_batch; /* private: which transaction (its query) work belongs to */
     bool in_db;      /* a devices row exists */
     bool gap;        /* private: the batch filled a gap below max_seq: rebuild after it */
     bool stale;      /* private: stored messages are missing from dev (a rebuild failed):

@@ -1,10 +1,19 @@
-/* batcher: group commit. At most one transaction is in flight; items that arrive meanwhile wait
- * in a FIFO, and the next transaction takes all of them. The owner builds the statements and
- * hears the outcome, so the batcher knows nothing of what is stored. */
+/* batcher: group commit. Up to GB_PG_BATCH_SLOTS transactions are in flight, each in a slot of
+ * its own (its query and the arena of its parameters); items that arrive meanwhile wait in a
+ * FIFO, and the next transaction takes all of them but those its owner defers. The owner builds
+ * the statements and hears the outcome, so the batcher knows nothing of what is stored. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "db/db.h"
+
+typedef struct slot {
+    gb_pg_batcher_t *b;
+    gb_pg_batch_item_t *flight; /* the items of the transaction in flight */
+    bool in_flight;
+    gb_pg_query_t query;
+    gb_arena_t arena;
+} slot_t;
 
 struct gb_pg_batcher {
     gb_pg_t *pg;
@@ -14,61 +23,108 @@ struct gb_pg_batcher {
     gb_pg_batch_item_t *wait_head; /* waiting for the next transaction */
     gb_pg_batch_item_t *wait_tail;
     size_t n_waiting;
-    gb_pg_batch_item_t *flight; /* the items of the transaction in flight */
-    bool in_flight;
+    slot_t slots[GB_PG_BATCH_SLOTS];
+    unsigned n_in_flight;
     bool closed;
-    gb_pg_query_t query;
-    gb_arena_t arena;
     uint64_t batches;
     uint64_t items_total;
     uint64_t failures;
+    uint64_t deferred_total;
     size_t largest;
 };
 
 static void start_next(gb_pg_batcher_t *b);
 
-static void finish(gb_pg_batcher_t *b, int err, PGresult *const *results, size_t nresults)
+static void finish(slot_t *s, int err, PGresult *const *results, size_t nresults)
 {
-    gb_pg_batch_item_t *items = b->flight;
-    b->flight = NULL;
-    b->in_flight = false;
+    gb_pg_batcher_t *b = s->b;
+    gb_pg_batch_item_t *items = s->flight;
+    s->flight = NULL;
+    s->in_flight = false;
+    b->n_in_flight--;
     if (err != 0) {
         b->failures++;
     }
-    b->ops.done(b, items, err, results, nresults, b->arg);
-    gb_arena_reset(&b->arena);
+    if (items != NULL) {
+        b->ops.done(b, items, err, results, nresults, b->arg);
+    }
+    gb_arena_reset(&s->arena);
 }
 
 static void on_batch_done(gb_pg_query_t *q, int err, PGresult *const *results, size_t nresults)
 {
-    gb_pg_batcher_t *b = gb_container_of(q, gb_pg_batcher_t, query);
-    finish(b, err, results, nresults);
-    start_next(b);
+    slot_t *s = gb_container_of(q, slot_t, query);
+    finish(s, err, results, nresults);
+    start_next(s->b);
+}
+
+static slot_t *free_slot(gb_pg_batcher_t *b)
+{
+    for (size_t i = 0; i < GB_PG_BATCH_SLOTS; i++) {
+        if (!b->slots[i].in_flight) {
+            return &b->slots[i];
+        }
+    }
+    return NULL;
+}
+
+/* Puts the deferred items back at the head of the waiting list, in their order. */
+static void requeue(gb_pg_batcher_t *b, gb_pg_batch_item_t *deferred)
+{
+    gb_pg_batch_item_t *last = NULL;
+    size_t n = 0;
+    for (gb_pg_batch_item_t *it = deferred; it != NULL; it = it->next) {
+        last = it;
+        n++;
+    }
+    if (last == NULL) {
+        return;
+    }
+    last->next = b->wait_head;
+    if (b->wait_head == NULL) {
+        b->wait_tail = last;
+    }
+    b->wait_head = deferred;
+    b->n_waiting += n;
+    b->deferred_total += n;
 }
 
 static void start_next(gb_pg_batcher_t *b)
 {
-    while (!b->in_flight && b->wait_head != NULL) {
-        gb_pg_batch_item_t *items = b->wait_head;
-        size_t n = b->n_waiting;
+    slot_t *s;
+    while (b->wait_head != NULL && (s = free_slot(b)) != NULL) {
+        gb_pg_batch_item_t *items = b->wait_head, *deferred = NULL;
         b->wait_head = b->wait_tail = NULL;
         b->n_waiting = 0;
-        b->flight = items;
-        b->in_flight = true;
-        b->batches++;
-        b->items_total += n;
-        if (n > b->largest) {
-            b->largest = n;
+        s->in_flight = true;
+        b->n_in_flight++;
+        memset(&s->query, 0, sizeof(s->query));
+        s->query.cb = on_batch_done;
+        bool send = b->ops.build(b, &items, &deferred, &s->query, &s->arena, b->arg);
+        requeue(b, deferred);
+        size_t n = 0;
+        for (gb_pg_batch_item_t *it = items; it != NULL; it = it->next) {
+            n++;
         }
-        memset(&b->query, 0, sizeof(b->query));
-        b->query.cb = on_batch_done;
-        if (!b->ops.build(b, items, &b->query, &b->arena, b->arg)) {
-            finish(b, 0, NULL, 0);
+        s->flight = items;
+        if (n > 0) {
+            b->batches++;
+            b->items_total += n;
+            if (n > b->largest) {
+                b->largest = n;
+            }
+        }
+        if (!send) {
+            finish(s, 0, NULL, 0);
+            if (n == 0) {
+                /* Every item waits for a transaction in flight: its end starts them. */
+                break;
+            }
             continue;
         }
-        int rc = gb_pg_submit(b->pg, &b->query);
+        int rc = gb_pg_submit(b->pg, &s->query);
         if (rc < 0) {
-            finish(b, rc, NULL, 0);
+            finish(s, rc, NULL, 0);
         }
     }
 }
@@ -81,7 +137,10 @@ gb_pg_batcher_t *gb_pg_batcher_new(gb_pg_t *pg, const gb_pg_batcher_ops_t *ops, 
     b->ops = *ops;
     b->arg = arg;
     b->max_waiting = max_waiting;
-    gb_arena_init(&b->arena);
+    for (size_t i = 0; i < GB_PG_BATCH_SLOTS; i++) {
+        b->slots[i].b = b;
+        gb_arena_init(&b->slots[i].arena);
+    }
     return b;
 }
 
@@ -110,7 +169,7 @@ int gb_pg_batcher_add(gb_pg_batcher_t *b, gb_pg_batch_item_t *item)
 
 bool gb_pg_batcher_idle(const gb_pg_batcher_t *b)
 {
-    return !b->in_flight && b->wait_head == NULL;
+    return b->n_in_flight == 0 && b->wait_head == NULL;
 }
 
 void gb_pg_batcher_close(gb_pg_batcher_t *b)
@@ -130,7 +189,9 @@ void gb_pg_batcher_free(gb_pg_batcher_t *b)
         return;
     }
     GB_ASSERT(gb_pg_batcher_idle(b));
-    gb_arena_dispose(&b->arena);
+    for (size_t i = 0; i < GB_PG_BATCH_SLOTS; i++) {
+        gb_arena_dispose(&b->slots[i].arena);
+    }
     free(b);
 }
 
@@ -148,7 +209,13 @@ void gb_pg_batcher_write_metrics(const gb_pg_batcher_t *b, gb_buf_t *out)
                    "# HELP gb_ingest_batch_largest Most requests in one transaction so far.\n"
                    "# TYPE gb_ingest_batch_largest gauge\ngb_ingest_batch_largest %zu\n"
                    "# HELP gb_ingest_waiting Requests waiting for the next transaction.\n"
-                   "# TYPE gb_ingest_waiting gauge\ngb_ingest_waiting %zu\n",
+                   "# TYPE gb_ingest_waiting gauge\ngb_ingest_waiting %zu\n"
+                   "# HELP gb_ingest_in_flight Ingest transactions in flight.\n"
+                   "# TYPE gb_ingest_in_flight gauge\ngb_ingest_in_flight %u\n"
+                   "# HELP gb_ingest_deferred_total Requests set aside for a later transaction "
+                   "because their device was in one in flight.\n"
+                   "# TYPE gb_ingest_deferred_total counter\ngb_ingest_deferred_total %llu\n",
                    (unsigned long long)b->batches, (unsigned long long)b->items_total,
-                   (unsigned long long)b->failures, b->largest, b->n_waiting);
+                   (unsigned long long)b->failures, b->largest, b->n_waiting, b->n_in_flight,
+                   (unsigned long long)b->deferred_total);
 }

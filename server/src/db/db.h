@@ -124,11 +124,15 @@ void gb_pg_array_time_ms(gb_pg_array_t *a, int64_t ms);
 const char *gb_pg_array_finish(gb_pg_array_t *a);
 
 /* ---- group commit ----
- * A batcher keeps at most one transaction in flight. Items that arrive meanwhile wait; when the
- * transaction ends, the next one takes every waiting item (a lone item commits at once, a
- * crowd shares one commit and one fsync). What the statements are is the owner's business:
- * build() fills the query for a list of items, done() hears how it ended. Items are embedded
- * in the owner's objects (gb_container_of). */
+ * A batcher keeps up to GB_PG_BATCH_SLOTS transactions in flight, each on its own connection of
+ * the pool. Items that arrive while every slot is busy wait; when a transaction ends, the next
+ * one takes every waiting item (a lone item commits at once, a crowd shares one commit and one
+ * fsync), and while one transaction waits for its COMMIT the next can already be on its way.
+ * What the statements are is the owner's business: build() fills the query for a list of items
+ * and may set aside the items that must not run beside a transaction in flight (the owner
+ * knows which: e.g. the same device); done() hears how it ended. Items are embedded in the
+ * owner's objects (gb_container_of). */
+#define GB_PG_BATCH_SLOTS 2
 typedef struct gb_pg_batcher gb_pg_batcher_t;
 typedef struct gb_pg_batch_item gb_pg_batch_item_t;
 
@@ -137,11 +141,14 @@ struct gb_pg_batch_item {
 };
 
 typedef struct gb_pg_batcher_ops {
-    /* Fills q (statements and parameters) for items, in arrival order. Parameters may live in
-     * arena, which is reset after done(). May drop every item by returning false: nothing is
-     * sent and done() is called at once with err 0 and no results. */
-    bool (*build)(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, gb_pg_query_t *q,
-                  gb_arena_t *arena, void *arg);
+    /* Fills q (statements and parameters) for *items, in arrival order. Items that cannot run
+     * now go, in order, to the list *deferred: they wait for the next transaction, ahead of
+     * later arrivals (there must be a transaction in flight whose end makes them possible).
+     * *items is left holding the items taken. Parameters may live in arena, which is reset
+     * after done(). May drop every item taken by returning false: nothing is sent and done()
+     * is called at once with err 0 and no results. */
+    bool (*build)(gb_pg_batcher_t *b, gb_pg_batch_item_t **items, gb_pg_batch_item_t **deferred,
+                  gb_pg_query_t *q, gb_arena_t *arena, void *arg);
     /* The transaction ended: err 0 after COMMIT (results borrowed), else a gb_pg_query_cb
      * error. Every item of the batch is passed; the batcher forgets them afterwards. */
     void (*done)(gb_pg_batcher_t *b, gb_pg_batch_item_t *items, int err, PGresult *const *results,
@@ -154,7 +161,7 @@ gb_pg_batcher_t *gb_pg_batcher_new(gb_pg_t *pg, const gb_pg_batcher_ops_t *ops, 
 /* Queues item. Returns 0 (done() will see it), GB_EBUSY (too many waiting), GB_EDBDOWN (the
  * database is down) or GB_ECLOSED; on error the item is not kept. */
 int gb_pg_batcher_add(gb_pg_batcher_t *b, gb_pg_batch_item_t *item) GB_MUST_CHECK;
-/* True while no transaction is in flight and nothing waits. */
+/* True while no transaction is in flight and nothing waits. (Deferred items wait too.) */
 bool gb_pg_batcher_idle(const gb_pg_batcher_t *b);
 /* Fails waiting items with GB_ECLOSED (via done) and refuses new ones; the transaction in
  * flight ends normally. */
