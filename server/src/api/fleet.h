@@ -15,20 +15,20 @@
 #include "util/util.h"
 
 typedef struct gb_fleet_dev {
-    char *key;       /* private: the serial, owned here. The hash key must outlive every state swap:
-                        dev.serial changes owner each time a working copy is published. */
-    gb_dev_t dev;    /* the published state: what the API shows */
-    gb_dev_t *work;  /* private: the batch's working copy while has_work (heap; NULL otherwise,
-                        so an idle device does not carry a second state) */
-    bool has_work;   /* private: work holds this batch's uncommitted state */
-    const void *work_batch; /* private: which transaction (its query) work belongs to */
-    bool in_db;      /* a devices row exists */
-    bool gap;        /* private: the batch filled a gap below max_seq: rebuild after it */
-    bool stale;      /* private: stored messages are missing from dev (a rebuild failed):
-                        the next committed batch rebuilds it again */
-    bool rebuilding; /* private: a rebuild from stored events is under way */
-    bool row_added;  /* private: scratch flag while a batch is built */
-    bool snap_now;   /* private: the batch being built writes this device's snapshot */
+    char *key;      /* private: the serial, owned here. The hash key must outlive every state swap:
+                       dev.serial changes owner each time a working copy is published. */
+    gb_dev_t dev;   /* the published state: what the API shows */
+    gb_dev_t *work; /* private: the batch's working copy while has_work (heap; NULL otherwise,
+                       so an idle device does not carry a second state) */
+    bool has_work;  /* private: work holds this batch's uncommitted state */
+    const void *work_batch;   /* private: which transaction (its query) work belongs to */
+    bool in_db;               /* a devices row exists */
+    bool gap;                 /* private: the batch filled a gap below max_seq: rebuild after it */
+    bool stale;               /* private: stored messages are missing from dev (a rebuild failed):
+                                 the next committed batch rebuilds it again */
+    bool rebuilding;          /* private: a rebuild from stored events is under way */
+    bool row_added;           /* private: scratch flag while a batch is built */
+    bool snap_now;            /* private: the batch being built writes this device's snapshot */
     uint64_t snap_applied;    /* private: dev.n_applied when its stored snapshot was taken */
     uint32_t runs_dirty_from; /* private: the first stage run whose stored row may differ from
                                  dev's (UINT32_MAX: none) */
