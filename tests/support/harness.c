@@ -419,6 +419,8 @@ int gb_th_conn_open(gb_th_conn_t *c, int port)
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        /* Said on stderr: a test that expected a server gets "status 0" and nothing else. */
+        fprintf(stderr, "harness: connect to 127.0.0.1:%d: %s\n", port, strerror(errno));
         close(c->fd);
         c->fd = -1;
         return -1;
