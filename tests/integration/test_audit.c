@@ -474,7 +474,7 @@ static void test_concurrent_writers_never_fork_a_chain(void **state)
     }
     json_t *a = audit_of(serial);
     assert_true(json_is_true(json_object_get(a, "verified")));
-    assert_int_equal(json_array_size(json_object_get(a, "entries")), n0 + 4 * 50 + 20);
+    assert_int_equal(json_array_size(json_object_get(a, "entries")), n0 + (size_t)4 * 50 + 20);
     json_decref(a);
 }
 
@@ -740,6 +740,9 @@ static void test_server_role_cannot_change_the_log(void **state)
     PQclear(res);
     assert_string_equal(n, "1");
     free(n);
+    static const char forged[] =
+        "INSERT INTO audit_log (serial, actor, action, detail, seq, prev_hash, hash) VALUES "
+        "('PFROLE1', 'x', 'note', '{}', 1, '\\x00', '\\x00')";
     static const char *const refused[] = {
         "UPDATE audit_log SET actor = 'x'",
         "DELETE FROM audit_log",
@@ -748,8 +751,7 @@ static void test_server_role_cannot_change_the_log(void **state)
         "DROP TRIGGER audit_log_no_update ON audit_log",
         "SET session_replication_role = replica",
         "UPDATE audit_heads SET seq = 1",
-        "INSERT INTO audit_log (serial, actor, action, detail, seq, prev_hash, hash) VALUES "
-        "('PFROLE1', 'x', 'note', '{}', 1, '\\x00', '\\x00')",
+        forged,
     };
     for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
         const char *st = sql_try(c, refused[i]);

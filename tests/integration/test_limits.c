@@ -201,15 +201,7 @@ static void test_emfile_sheds_new_clients_keeps_the_old_and_recovers(void **stat
 /* The value of a metric line "name value" in /metrics; -1 when absent. */
 static long metric(const char *name)
 {
-    gb_th_resp_t r;
-    char key[128];
-    gb_th_request(server.port, "GET", "/metrics", NULL, NULL, 0, &r);
-    assert_int_equal(r.status, 200);
-    snprintf(key, sizeof(key), "\n%s ", name);
-    const char *p = strstr(r.body, key);
-    long v = p != NULL ? strtol(p + strlen(key), NULL, 10) : -1;
-    gb_th_resp_free(&r);
-    return v;
+    return gb_th_metric(server.port, name);
 }
 
 static void test_ten_thousand_idle_connections_are_held(void **state)

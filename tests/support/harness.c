@@ -593,6 +593,21 @@ bool gb_th_conn_wait_closed(gb_th_conn_t *c, unsigned timeout_ms)
     }
 }
 
+long gb_th_metric(int port, const char *name)
+{
+    gb_th_resp_t r;
+    char key[128];
+    gb_th_request(port, "GET", "/metrics", NULL, NULL, 0, &r);
+    if (r.status != 200) {
+        fail_msg("GET /metrics: status %d", r.status);
+    }
+    snprintf(key, sizeof(key), "\n%s ", name);
+    const char *p = strstr(r.body, key);
+    long v = p != NULL ? strtol(p + strlen(key), NULL, 10) : -1;
+    gb_th_resp_free(&r);
+    return v;
+}
+
 void gb_th_request(int port, const char *method, const char *path, const char *headers,
                    const char *body, size_t body_len, gb_th_resp_t *r)
 {

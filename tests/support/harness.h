@@ -94,6 +94,9 @@ bool gb_th_conn_wait_closed(gb_th_conn_t *c, unsigned timeout_ms);
  * error body {"error": {"code": code, "message": ...}}. */
 void gb_th_assert_json_error(const gb_th_resp_t *r, int status, const char *code);
 
+/* The value of the Prometheus line "name value" in the server's /metrics, or -1 when there is
+ * none. Fails the running test when /metrics does not answer 200. */
+long gb_th_metric(int port, const char *name);
 /* One request on a new connection. headers: extra "Name: value\r\n" lines or NULL. */
 void gb_th_request(int port, const char *method, const char *path, const char *headers,
                    const char *body, size_t body_len, gb_th_resp_t *r);

@@ -208,7 +208,7 @@ typedef struct chain {
     gb_audit_entry_t *entries;
     size_t n;
     bool has_head;
-    char head_hex[2 * GB_AUDIT_HASH_LEN + 1];
+    char head_hex[GB_AUDIT_HEX_LEN + 1];
     gb_audit_check_t check;
 } chain_t;
 
@@ -261,19 +261,18 @@ static void chain_read(chain_t *c, gb_arena_t *arena, const PGresult *rows, cons
     }
     c->check = gb_audit_verify(c->serial, c->entries, readable ? c->n : bad_at, c->has_head,
                                (uint64_t)head_seq, head_hash);
-    if (!readable && c->check.fault == GB_AUDIT_OK) {
-        c->check = (gb_audit_check_t){GB_AUDIT_HASH, bad_at};
-    } else if (!readable && c->check.index >= bad_at) {
+    /* An unreadable row is the first fault unless one was found before it. */
+    if (!readable && (c->check.fault == GB_AUDIT_OK || c->check.index >= bad_at)) {
         c->check = (gb_audit_check_t){GB_AUDIT_HASH, bad_at};
     }
 }
 
 static void put_hex(gb_buf_t *b, const uint8_t h[GB_AUDIT_HASH_LEN])
 {
-    char hex[2 * GB_AUDIT_HASH_LEN + 1];
+    char hex[GB_AUDIT_HEX_LEN + 1];
     gb_hex_encode(h, GB_AUDIT_HASH_LEN, hex);
     gb_buf_append(b, "\"", 1);
-    gb_buf_append(b, hex, 2 * GB_AUDIT_HASH_LEN);
+    gb_buf_append(b, hex, GB_AUDIT_HEX_LEN);
     gb_buf_append(b, "\"", 1);
 }
 
@@ -368,7 +367,7 @@ static void csv_field(gb_buf_t *b, const char *p, size_t len, bool last)
 static void respond_audit_csv(gb_http_req_t *req, const chain_t *c)
 {
     gb_buf_t out;
-    char num[24], at[32], hex[2 * GB_AUDIT_HASH_LEN + 1];
+    char num[24], at[32], hex[GB_AUDIT_HEX_LEN + 1];
     gb_buf_init(&out);
     gb_buf_append_str(&out, "seq,at,actor,action,detail,prev_hash,hash\r\n");
     for (size_t i = 0; i < c->n; i++) {
@@ -381,9 +380,9 @@ static void respond_audit_csv(gb_http_req_t *req, const chain_t *c)
         csv_field(&out, e->action.p, e->action.len, false);
         csv_field(&out, e->detail.p, e->detail.len, false);
         gb_hex_encode(e->prev_hash, GB_AUDIT_HASH_LEN, hex);
-        csv_field(&out, hex, 2 * GB_AUDIT_HASH_LEN, false);
+        csv_field(&out, hex, GB_AUDIT_HEX_LEN, false);
         gb_hex_encode(e->hash, GB_AUDIT_HASH_LEN, hex);
-        csv_field(&out, hex, 2 * GB_AUDIT_HASH_LEN, true);
+        csv_field(&out, hex, GB_AUDIT_HEX_LEN, true);
     }
     char headers[160];
     snprintf(headers, sizeof(headers),

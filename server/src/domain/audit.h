@@ -10,6 +10,7 @@
 #include "util/util.h"
 
 #define GB_AUDIT_HASH_LEN GB_SHA256_LEN
+#define GB_AUDIT_HEX_LEN  ((size_t)2 * GB_AUDIT_HASH_LEN) /* a hash in hex, without the NUL */
 
 /* One stored entry, as read back: strings are not NUL-terminated copies but views (p, len). */
 typedef struct gb_audit_entry {
