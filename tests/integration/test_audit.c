@@ -42,26 +42,9 @@ static void print_json(const char *label, const json_t *j)
     free(s);
 }
 
-static json_t *parse(const gb_th_resp_t *r)
-{
-    json_error_t e;
-    json_t *j = json_loadb(r->body, r->body_len, 0, &e);
-    if (j == NULL) {
-        fail_msg("not JSON (%s): %s", e.text, r->body);
-    }
-    return j;
-}
-
 static json_t *get_json(const char *path, const char *token)
 {
-    gb_th_resp_t r;
-    gb_th_request_auth(srv.port, "GET", path, token, NULL, &r);
-    if (r.status != 200) {
-        fail_msg("GET %s: %d %s", path, r.status, r.body);
-    }
-    json_t *j = parse(&r);
-    gb_th_resp_free(&r);
-    return j;
+    return gb_th_get_json(srv.port, path, token);
 }
 
 static int post_status(const char *path, const char *token, const char *body)

@@ -593,6 +593,28 @@ bool gb_th_conn_wait_closed(gb_th_conn_t *c, unsigned timeout_ms)
     }
 }
 
+json_t *gb_th_resp_json(const gb_th_resp_t *r)
+{
+    json_error_t e;
+    json_t *j = json_loadb(r->body != NULL ? r->body : "", r->body_len, 0, &e);
+    if (j == NULL) {
+        fail_msg("not JSON (%s): %s", e.text, r->body != NULL ? r->body : "");
+    }
+    return j;
+}
+
+json_t *gb_th_get_json(int port, const char *path, const char *token)
+{
+    gb_th_resp_t r;
+    gb_th_request_auth(port, "GET", path, token, NULL, &r);
+    if (r.status != 200) {
+        fail_msg("GET %s: %d %s", path, r.status, r.body != NULL ? r.body : "");
+    }
+    json_t *j = gb_th_resp_json(&r);
+    gb_th_resp_free(&r);
+    return j;
+}
+
 long gb_th_metric(int port, const char *name)
 {
     gb_th_resp_t r;

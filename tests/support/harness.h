@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include <jansson.h>
+
 #include "util/util.h"
 
 /* Reads a whole file under tests/data/ into a NUL-terminated heap string; NULL if missing. */
@@ -94,6 +96,11 @@ bool gb_th_conn_wait_closed(gb_th_conn_t *c, unsigned timeout_ms);
  * error body {"error": {"code": code, "message": ...}}. */
 void gb_th_assert_json_error(const gb_th_resp_t *r, int status, const char *code);
 
+/* r's body parsed as JSON; fails the running test when it is not JSON. */
+json_t *gb_th_resp_json(const gb_th_resp_t *r);
+/* GET path as token; fails the running test unless the answer is 200 with a JSON body, which
+ * it returns (the caller decrefs it). */
+json_t *gb_th_get_json(int port, const char *path, const char *token);
 /* The value of the Prometheus line "name value" in the server's /metrics, or -1 when there is
  * none. Fails the running test when /metrics does not answer 200. */
 long gb_th_metric(int port, const char *name);
