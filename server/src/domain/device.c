@@ -270,49 +270,58 @@ const gb_diagnosis_t *gb_dev_diagnosis(const gb_dev_t *dev)
     return &a->diagnosis;
 }
 
-/* Span of the current attempt's runs in phase: first start to last end, or to the latest device
- * time while one still runs. -1 when the phase has not begun. */
-static int64_t phase_ms(const gb_dev_t *dev, gb_phase_t phase)
-{
-    int64_t first = GB_TIME_NONE, last = GB_TIME_NONE;
-    bool open = false;
+/* Each phase's span in the current attempt: first start to last end, or to the latest device
+ * time while one of its runs is open. -1 when the phase has not begun. One pass over the runs
+ * for all phases (the list view asks for every device's durations). */
+typedef struct phase_span {
+    int64_t first, last;
+    bool open;
+} phase_span_t;
 
+static int64_t span_ms(const phase_span_t *p, int64_t last_seen_ms)
+{
+    if (p->first == GB_TIME_NONE) {
+        return -1;
+    }
+    int64_t last = p->last;
+    if (p->open && last_seen_ms != GB_TIME_NONE && (last == GB_TIME_NONE || last_seen_ms > last)) {
+        last = last_seen_ms;
+    }
+    if (last == GB_TIME_NONE || last < p->first) {
+        return 0;
+    }
+    return last - p->first;
+}
+
+void gb_dev_durations(const gb_dev_t *dev, gb_durations_t *out)
+{
+    phase_span_t span[GB_PHASE_COUNT];
+    for (size_t i = 0; i < GB_ARRAY_LEN(span); i++) {
+        span[i] = (phase_span_t){GB_TIME_NONE, GB_TIME_NONE, false};
+    }
     for (uint32_t i = dev->n_runs; i-- > 0;) {
         const gb_stage_run_t *r = &dev->runs[i];
         if (r->attempt < dev->attempt) {
             break;
         }
-        if (r->attempt != dev->attempt || gb_stage_phase((gb_stage_t)r->stage) != phase) {
+        gb_phase_t ph = gb_stage_phase((gb_stage_t)r->stage);
+        if (r->attempt != dev->attempt || (unsigned)ph >= GB_PHASE_COUNT) {
             continue;
         }
+        phase_span_t *p = &span[ph];
         int64_t s = r->started_ms != GB_TIME_NONE ? r->started_ms : r->ended_ms;
-        if (s != GB_TIME_NONE && (first == GB_TIME_NONE || s < first)) {
-            first = s;
+        if (s != GB_TIME_NONE && (p->first == GB_TIME_NONE || s < p->first)) {
+            p->first = s;
         }
         if (r->ended_ms == GB_TIME_NONE) {
-            open = true;
-        } else if (last == GB_TIME_NONE || r->ended_ms > last) {
-            last = r->ended_ms;
+            p->open = true;
+        } else if (p->last == GB_TIME_NONE || r->ended_ms > p->last) {
+            p->last = r->ended_ms;
         }
     }
-    if (first == GB_TIME_NONE) {
-        return -1;
-    }
-    if (open && dev->last_seen_ms != GB_TIME_NONE &&
-        (last == GB_TIME_NONE || dev->last_seen_ms > last)) {
-        last = dev->last_seen_ms;
-    }
-    if (last == GB_TIME_NONE || last < first) {
-        return 0;
-    }
-    return last - first;
-}
-
-void gb_dev_durations(const gb_dev_t *dev, gb_durations_t *out)
-{
-    out->device_preparation_ms = phase_ms(dev, GB_PHASE_DEVICE_PREPARATION);
-    out->device_setup_ms = phase_ms(dev, GB_PHASE_DEVICE_SETUP);
-    out->account_setup_ms = phase_ms(dev, GB_PHASE_ACCOUNT_SETUP);
+    out->device_preparation_ms = span_ms(&span[GB_PHASE_DEVICE_PREPARATION], dev->last_seen_ms);
+    out->device_setup_ms = span_ms(&span[GB_PHASE_DEVICE_SETUP], dev->last_seen_ms);
+    out->account_setup_ms = span_ms(&span[GB_PHASE_ACCOUNT_SETUP], dev->last_seen_ms);
     out->total_ms = -1;
     int64_t parts[] = {out->device_preparation_ms, out->device_setup_ms, out->account_setup_ms};
     for (size_t i = 0; i < GB_ARRAY_LEN(parts); i++) {

@@ -6,18 +6,17 @@
 
 #include "protocol/protocol.h"
 
-/* Keys are literals of plain ASCII: written as they are, without going through the quoting. */
-static void key(gb_buf_t *b, const char *k, bool *first)
+/* Keys are literals of plain ASCII: written as they are, without going through the quoting, and
+ * with their lengths known at compile time. */
+#define key(b, k, first) key_lit((b), "\"" k "\":", sizeof("\"" k "\":") - 1, (first))
+
+static inline void key_lit(gb_buf_t *b, const char *lit, size_t n, bool *first)
 {
-    size_t n = strlen(k);
-    gb_buf_reserve(b, n + 4);
     if (!*first) {
         gb_buf_append(b, ",", 1);
     }
     *first = false;
-    gb_buf_append(b, "\"", 1);
-    gb_buf_append(b, k, n);
-    gb_buf_append(b, "\":", 2);
+    gb_buf_append(b, lit, n);
 }
 
 /* An id that is "" for "none" (stage, state) becomes null. */

@@ -71,12 +71,9 @@ void gb_buf_dispose(gb_buf_t *b)
     gb_buf_init(b);
 }
 
-void gb_buf_reserve(gb_buf_t *b, size_t extra)
+void gb_buf_grow(gb_buf_t *b, size_t extra)
 {
     size_t need = b->len + extra + 1;
-    if (need <= b->cap) {
-        return;
-    }
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need) {
         cap *= 2;
@@ -85,14 +82,11 @@ void gb_buf_reserve(gb_buf_t *b, size_t extra)
     b->cap = cap;
 }
 
-void gb_buf_append(gb_buf_t *b, const void *p, size_t n)
+void gb_buf_reserve(gb_buf_t *b, size_t extra)
 {
-    gb_buf_reserve(b, n);
-    if (n > 0) {
-        memcpy(b->data + b->len, p, n);
+    if (b->len + extra + 1 > b->cap) {
+        gb_buf_grow(b, extra);
     }
-    b->len += n;
-    b->data[b->len] = '\0';
 }
 
 void gb_buf_append_u64(gb_buf_t *b, uint64_t v)
@@ -114,11 +108,6 @@ void gb_buf_append_i64(gb_buf_t *b, int64_t v)
     } else {
         gb_buf_append_u64(b, (uint64_t)v);
     }
-}
-
-void gb_buf_append_str(gb_buf_t *b, const char *s)
-{
-    gb_buf_append(b, s, strlen(s));
 }
 
 void gb_buf_vappendf(gb_buf_t *b, const char *fmt, va_list ap)

@@ -124,38 +124,50 @@ bool gb_time_parse_rfc3339(const char *s, size_t len, int64_t *out_ms)
     return true;
 }
 
+static void put2(char *p, unsigned v)
+{
+    p[0] = (char)('0' + v / 10);
+    p[1] = (char)('0' + v % 10);
+}
+
 void gb_time_format_rfc3339(int64_t ms, char out[32])
 {
+    /* By hand rather than snprintf: the API's views format several times per device. Times of
+     * one day share their date, so the last day's "YYYY-MM-DDT" is kept per thread. */
+    static _Thread_local int64_t cached_day = INT64_MIN;
+    static _Thread_local char cached_date[11];
     int64_t secs = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
-    int64_t rem_ms = ms - secs * 1000;
+    unsigned rem_ms = (unsigned)(ms - secs * 1000);
     int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
-    int64_t sod = secs - days * 86400;
-    int y;
-    unsigned m, d;
+    unsigned sod = (unsigned)(secs - days * 86400);
 
-    civil_from_days(days, &y, &m, &d);
-    if (y < 0 || y > 9999) {
-        /* Outside RFC 3339's four-digit years: clamp rather than print a malformed time. */
-        y = y < 0 ? 0 : 9999;
-    }
-    /* By hand rather than snprintf: the API's views format several times per device. */
-    unsigned f[] = {(unsigned)y,
-                    m % 13u,
-                    d % 32u,
-                    (unsigned)(sod / 3600) % 24u,
-                    (unsigned)(sod / 60 % 60),
-                    (unsigned)(sod % 60),
-                    (unsigned)rem_ms % 1000u};
-    static const char seps[] = "--T::.Z";
-    static const unsigned widths[] = {4, 2, 2, 2, 2, 2, 3};
-    size_t o = 0;
-    for (size_t i = 0; i < sizeof(widths) / sizeof(widths[0]); i++) {
-        for (unsigned w = widths[i]; w > 0; w--) {
-            out[o + w - 1] = (char)('0' + f[i] % 10);
-            f[i] /= 10;
+    if (days != cached_day) {
+        int y;
+        unsigned m, d;
+        civil_from_days(days, &y, &m, &d);
+        if (y < 0 || y > 9999) {
+            /* Outside RFC 3339's four-digit years: clamp rather than print a malformed time. */
+            y = y < 0 ? 0 : 9999;
         }
-        o += widths[i];
-        out[o++] = seps[i];
+        put2(cached_date, (unsigned)y / 100);
+        put2(cached_date + 2, (unsigned)y % 100);
+        cached_date[4] = '-';
+        put2(cached_date + 5, m % 13u);
+        cached_date[7] = '-';
+        put2(cached_date + 8, d % 32u);
+        cached_day = days;
     }
-    out[o] = '\0';
+    memcpy(out, cached_date, 10);
+    out[10] = 'T';
+    put2(out + 11, sod / 3600 % 24u);
+    out[13] = ':';
+    put2(out + 14, sod / 60 % 60);
+    out[16] = ':';
+    put2(out + 17, sod % 60);
+    out[19] = '.';
+    out[20] = (char)('0' + rem_ms / 100 % 10);
+    out[21] = (char)('0' + rem_ms / 10 % 10);
+    out[22] = (char)('0' + rem_ms % 10);
+    out[23] = 'Z';
+    out[24] = '\0';
 }

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define GB_UNUSED(x)                       ((void)(x))
 #define GB_MUST_CHECK                      __attribute__((warn_unused_result))
@@ -73,8 +74,25 @@ typedef struct gb_buf {
 void gb_buf_init(gb_buf_t *b);
 void gb_buf_dispose(gb_buf_t *b);
 void gb_buf_reserve(gb_buf_t *b, size_t extra);
-void gb_buf_append(gb_buf_t *b, const void *p, size_t n);
-void gb_buf_append_str(gb_buf_t *b, const char *s);
+/* Grows the buffer for extra more bytes and the NUL (the slow path of the appends). */
+void gb_buf_grow(gb_buf_t *b, size_t extra);
+/* Inline: the JSON views call these a few dozen times per device, and the string form lets the
+ * compiler take a literal's length at compile time. */
+static inline void gb_buf_append(gb_buf_t *b, const void *p, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        gb_buf_grow(b, n);
+    }
+    if (n > 0) { /* p may be NULL then */
+        memcpy(b->data + b->len, p, n);
+    }
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+static inline void gb_buf_append_str(gb_buf_t *b, const char *s)
+{
+    gb_buf_append(b, s, strlen(s));
+}
 void gb_buf_appendf(gb_buf_t *b, const char *fmt, ...) GB_PRINTF(2, 3);
 /* Decimal integers without printf (the JSON views write thousands of them per request). */
 void gb_buf_append_u64(gb_buf_t *b, uint64_t v);
