@@ -7,9 +7,7 @@
 #                             name errors plus the log's tail on stderr and return CMD's status
 #   gb_build_release TGT...   configure build/ as an optimised build (RelWithDebInfo, as the
 #                             "release" preset) without sanitizers (an existing configuration
-#                             keeps its other options, GB_WERROR included) and build TGT...;
-#                             a target written "name?" is built only when the project defines it
-#   gb_has_target DIR TGT     true when the build tree DIR defines target TGT
+#                             keeps its other options, GB_WERROR included) and build TGT...
 #   gb_elapsed START          seconds since START (from $SECONDS) as "1m05s"
 #   gb_header_help FILE       print FILE's header comment (its --help text)
 # shellcheck shell=bash
@@ -45,23 +43,13 @@ gb_run_logged() {
     return "$rc"
 }
 
-gb_has_target() {
-    cmake --build "$1" --target help 2>/dev/null | grep -q -E "(^|[ .])$2(:|\$| )"
-}
-
 gb_build_release() {
     local dir=$GB_ROOT/build log=$GB_ROOT/var/log/build-release.log
     gb_run_logged "$log" cmake -S "$GB_ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
         -DGB_ASAN=OFF -DGB_UBSAN=OFF -DGB_FUZZ=OFF || return
     local args=() t
     for t in "$@"; do
-        case "$t" in
-            *\?)
-                if gb_has_target "$dir" "${t%\?}"; then
-                    args+=(--target "${t%\?}")
-                fi ;;
-            *) args+=(--target "$t") ;;
-        esac
+        args+=(--target "$t")
     done
     gb_run_logged "$log" cmake --build "$dir" -j "$GB_JOBS" "${args[@]}"
 }
