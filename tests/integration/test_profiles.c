@@ -203,16 +203,13 @@ static long long num(json_t *o, const char *key)
     return json_integer_value(v);
 }
 
-/* One agent report for serial: a heartbeat with the given seq, sent again on 503 for a few
- * seconds, as an agent does. */
-static void report(const char *serial, int seq)
+/* One agent report for serial carrying messages (a JSON array's text), sent again on 503 for a
+ * few seconds, as an agent does. */
+static void post_messages(const char *serial, const char *messages)
 {
-    char body[512];
+    char *body = gb_xasprintf("{\"protocol\":1,\"device\":{\"serial\":\"%s\"},\"messages\":%s}",
+                              serial, messages);
     gb_th_resp_t r;
-    snprintf(body, sizeof(body),
-             "{\"protocol\":1,\"device\":{\"serial\":\"%s\"},\"messages\":[{\"seq\":%d,"
-             "\"at\":\"2026-11-24T10:00:%02d.000Z\",\"type\":\"heartbeat\"}]}",
-             serial, seq, seq % 60);
     for (int i = 0;; i++) {
         gb_th_request_auth(srv.port, "POST", "/api/v1/agent/messages", agent_token, body, &r);
         if (r.status != 503 || i == 50) {
@@ -225,6 +222,17 @@ static void report(const char *serial, int seq)
         fail_msg("agent report: status %d, body %s", r.status, r.body != NULL ? r.body : "");
     }
     gb_th_resp_free(&r);
+    free(body);
+}
+
+/* A heartbeat with the given seq. */
+static void report(const char *serial, int seq)
+{
+    char msgs[128];
+    snprintf(msgs, sizeof(msgs),
+             "[{\"seq\":%d,\"at\":\"2026-11-24T10:00:%02d.000Z\",\"type\":\"heartbeat\"}]", seq,
+             seq % 60);
+    post_messages(serial, msgs);
 }
 
 /* The device as GET /api/v1/devices/{serial} shows it: "profile|warned" ("-" for no profile;
@@ -669,6 +677,83 @@ static void test_a_restart_keeps_profiles(void **state)
     assert_device_profile("PF3HYB01", "lab|hybrid");
 }
 
+/* The device's "status|diagnosis code" as GET /api/v1/devices/{serial} shows it ("-" for no
+ * diagnosis). Heap. */
+static char *device_diagnosis(const char *serial)
+{
+    char path[128];
+    gb_th_resp_t r;
+    snprintf(path, sizeof(path), "/api/v1/devices/%s", serial);
+    gb_th_request_auth(srv.port, "GET", path, viewer_token, NULL, &r);
+    if (r.status != 200) {
+        fail_msg("GET %s: status %d, body %s", path, r.status, r.body != NULL ? r.body : "");
+    }
+    json_t *d = body_json(&r);
+    gb_th_resp_free(&r);
+    const char *code = str(json_object_get(d, "diagnosis"), "code");
+    char *v = gb_xasprintf("%s|%s", str(d, "status"), code != NULL ? code : "-");
+    json_decref(d);
+    return v;
+}
+
+static void assert_device_diagnosis(const char *serial, const char *want, const char *when)
+{
+    char *v = device_diagnosis(serial);
+    if (strcmp(v, want) != 0) {
+        fail_msg("device %s %s: %s, want %s", serial, when, v, want);
+    }
+    free(v);
+}
+
+/* A profile's ESP timeout decides a diagnosis (device setup failing without a code after 31
+ * minutes is the timeout under a 30-minute profile, unknown under the default 60), and it must
+ * decide it the same way when the server loads the device again: from a snapshot that lags the
+ * failure, and from the stored messages alone. */
+static void test_a_restart_applies_the_profiles_esp_timeout(void **state)
+{
+    (void)state;
+    const char *serial = "PF3ESP30";
+    const char *sp[] = {serial};
+
+    json_decref(put_ok("short-esp",
+                       "{\"tenant_domain\":\"contoso.com\",\"join\":\"azure_ad\",\"group_tag\":"
+                       "\"Short-ESP\",\"esp_timeout_min\":30}",
+                       201));
+    report(serial, 1);
+    exec_sql("UPDATE devices SET group_tag = 'Short-ESP' WHERE serial = $1", 1, sp);
+    restart_server();
+    assert_device_profile(serial, "short-esp|-");
+
+    post_messages(serial, "[{\"seq\":2,\"at\":\"2026-11-24T10:20:00.000Z\",\"type\":\"stage\","
+                          "\"stage\":\"device_setup\",\"state\":\"started\"}]");
+    /* The stored snapshot as it is now, from before the failure. */
+    char *snap = query_text("SELECT state::text FROM devices WHERE serial = $1", 1, sp);
+    char *snap_seq = query_text("SELECT snap_seq FROM devices WHERE serial = $1", 1, sp);
+    assert_non_null(snap);
+    assert_non_null(snap_seq);
+    assert_true(atoll(snap_seq) < 3);
+    post_messages(serial, "[{\"seq\":3,\"at\":\"2026-11-24T10:51:00.000Z\",\"type\":\"stage\","
+                          "\"stage\":\"device_setup\",\"state\":\"failed\"}]");
+    assert_device_diagnosis(serial, "red|esp_timeout", "as ingested");
+
+    /* A snapshot lagging the failure: the failure is applied on top of it at start-up. */
+    const char *up[] = {serial, snap, snap_seq};
+    exec_sql("UPDATE devices SET state = $2::jsonb, snap_seq = $3::bigint WHERE serial = $1", 3,
+             up);
+    restart_server();
+    assert_device_diagnosis(serial, "red|esp_timeout", "replayed onto an older snapshot");
+
+    /* No usable snapshot: rebuilt from the stored messages. */
+    exec_sql("UPDATE devices SET needs_rebuild = true WHERE serial = $1", 1, sp);
+    restart_server();
+    assert_device_diagnosis(serial, "red|esp_timeout", "rebuilt from its messages");
+    char *flag = query_text("SELECT needs_rebuild FROM devices WHERE serial = $1", 1, sp);
+    assert_string_equal(flag, "f");
+    free(flag);
+    free(snap);
+    free(snap_seq);
+}
+
 static void test_a_put_while_the_database_is_away_gets_503(void **state)
 {
     (void)state;
@@ -735,6 +820,7 @@ int main(void)
         cmocka_unit_test(test_a_group_tag_belongs_to_one_profile),
         cmocka_unit_test(test_a_hybrid_profile_warns_its_devices),
         cmocka_unit_test(test_a_restart_keeps_profiles),
+        cmocka_unit_test(test_a_restart_applies_the_profiles_esp_timeout),
         cmocka_unit_test(test_a_put_while_the_database_is_away_gets_503),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

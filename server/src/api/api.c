@@ -195,14 +195,20 @@ gb_api_t *gb_api_new(const gb_api_deps_t *deps)
     return api;
 }
 
+static int load_esp_timeout(void *arg, const gb_dev_t *dev)
+{
+    return gb_api__profile_esp_timeout_min(arg, dev);
+}
+
 int gb_api_load(gb_api_t *api, PGconn *conn, char *err, size_t errlen)
 {
-    gb_apply_ctx_t ctx = {.esp_timeout_min = 0, .hybrid_join = false, .received_ms = GB_TIME_NONE};
+    /* Profiles first: the devices' stored messages are applied with their profiles' ESP
+     * timeouts, as ingest applied them. */
     int rc = gb_api__profiles_load(api, conn, err, errlen);
     if (rc < 0) {
         return rc;
     }
-    rc = gb_fleet_load(&api->fleet, conn, &ctx, err, errlen);
+    rc = gb_fleet_load(&api->fleet, conn, load_esp_timeout, api, err, errlen);
     if (rc < 0) {
         return rc;
     }

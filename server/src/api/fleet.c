@@ -227,7 +227,18 @@ typedef struct load_state {
     size_t cap_stale;
     size_t replayed;
     gb_arena_t arena;
+    gb_fleet_esp_timeout_fn esp_timeout;
+    void *esp_timeout_arg;
 } load_state_t;
+
+/* The context a stored message of dev is applied with: its profile's ESP timeout. */
+static gb_apply_ctx_t load_ctx(const load_state_t *ls, const gb_dev_t *dev, int64_t received_ms)
+{
+    return (gb_apply_ctx_t){
+        .esp_timeout_min = ls->esp_timeout != NULL ? ls->esp_timeout(ls->esp_timeout_arg, dev) : 0,
+        .hybrid_join = false,
+        .received_ms = received_ms};
+}
 
 static void on_device_row(const PGresult *res, void *arg)
 {
@@ -288,9 +299,7 @@ static void on_replay_row(const PGresult *res, void *arg)
         gb_log(GB_LOG_WARN, "fleet", "device %s: stored message unreadable: %s", serial, e.message);
         return;
     }
-    gb_apply_ctx_t ctx = {.esp_timeout_min = 0,
-                          .hybrid_join = false,
-                          .received_ms = strtoll(PQgetvalue(res, 0, 2), NULL, 10)};
+    gb_apply_ctx_t ctx = load_ctx(ls, &d->dev, strtoll(PQgetvalue(res, 0, 2), NULL, 10));
     gb_dev_set_last_arrival(&d->dev, ctx.received_ms);
     if (gb_dev_apply(&d->dev, &ctx, &m) == 0) {
         /* The stored row and stage runs lag too: the device's next batch rewrites them. */
@@ -300,11 +309,27 @@ static void on_replay_row(const PGresult *res, void *arg)
     }
 }
 
-int gb_fleet_load(gb_fleet_t *f, PGconn *conn, const gb_apply_ctx_t *ctx, char *err, size_t errlen)
+/* Runs one statement without parameters or rows (BEGIN, COMMIT, ROLLBACK). */
+static int exec_command(PGconn *conn, const char *sql, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(conn, sql);
+    int rc = 0;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        gb_pg_error_text(conn, res, err, errlen);
+        rc = GB_EDB;
+    }
+    PQclear(res);
+    return rc;
+}
+
+int gb_fleet_load(gb_fleet_t *f, PGconn *conn, gb_fleet_esp_timeout_fn esp_timeout, void *arg,
+                  char *err, size_t errlen)
 {
     load_state_t ls;
     memset(&ls, 0, sizeof(ls));
     ls.f = f;
+    ls.esp_timeout = esp_timeout;
+    ls.esp_timeout_arg = arg;
     gb_arena_init(&ls.arena);
     int rc = stream_rows(conn,
                          "SELECT serial, state::text, needs_rebuild, imported_at IS NOT NULL, "
@@ -320,12 +345,25 @@ int gb_fleet_load(gb_fleet_t *f, PGconn *conn, const gb_apply_ctx_t *ctx, char *
             "ORDER BY e.serial, e.seq",
             on_replay_row, &ls, err, errlen);
     }
+    /* One transaction for every rebuilt snapshot: one commit to wait for, not one per device. */
+    if (rc == 0 && ls.n_stale > 0) {
+        rc = exec_command(conn, "BEGIN", err, errlen);
+    }
     for (size_t i = 0; rc == 0 && i < ls.n_stale; i++) {
-        rc = rebuild_from_events(ls.stale[i], conn, ctx, err, errlen);
+        gb_apply_ctx_t ctx = load_ctx(&ls, &ls.stale[i]->dev, GB_TIME_NONE);
+        rc = rebuild_from_events(ls.stale[i], conn, &ctx, err, errlen);
         ls.stale[i]->snap_applied = ls.stale[i]->dev.n_applied;
         /* Only the snapshot was saved: the row and the runs are rewritten by the next batch. */
         ls.stale[i]->row_stale = true;
         ls.stale[i]->runs_dirty_from = 0;
+    }
+    if (ls.n_stale > 0) {
+        if (rc == 0) {
+            rc = exec_command(conn, "COMMIT", err, errlen);
+        } else if (PQtransactionStatus(conn) != PQTRANS_IDLE) {
+            char ignored[128];
+            (void)exec_command(conn, "ROLLBACK", ignored, sizeof(ignored));
+        }
     }
     free(ls.stale);
     gb_arena_dispose(&ls.arena);

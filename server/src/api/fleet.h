@@ -78,10 +78,15 @@ void gb_fleet_dev_edit(gb_fleet_dev_t *d, void (*fn)(gb_dev_t *dev, void *arg), 
 /* Removes and frees d (it must hold no working copy). */
 void gb_fleet_remove(gb_fleet_t *f, gb_fleet_dev_t *d);
 
-/* Loads every device from the database (blocking, at start-up): snapshots are decoded, and a
- * device flagged needs_rebuild (or without a usable snapshot) is rebuilt from its events and
- * saved. Returns 0, or GB_EDB with a message in err. */
-int gb_fleet_load(gb_fleet_t *f, PGconn *conn, const gb_apply_ctx_t *ctx, char *err,
-                  size_t errlen) GB_MUST_CHECK;
+/* A device's ESP timeout in minutes (its profile's; <= 0: the default), for gb_fleet_load. */
+typedef int (*gb_fleet_esp_timeout_fn)(void *arg, const gb_dev_t *dev);
+
+/* Loads every device from the database (blocking, at start-up): snapshots are decoded, the
+ * messages stored after a snapshot are applied on top of it, and a device flagged needs_rebuild
+ * (or without a usable snapshot) is rebuilt from its events; the rebuilt snapshots are saved in
+ * one transaction. Messages are applied with each device's ESP timeout from esp_timeout (NULL:
+ * the default for all). Returns 0, or GB_EDB with a message in err. */
+int gb_fleet_load(gb_fleet_t *f, PGconn *conn, gb_fleet_esp_timeout_fn esp_timeout, void *arg,
+                  char *err, size_t errlen) GB_MUST_CHECK;
 
 #endif
