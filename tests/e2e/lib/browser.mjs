@@ -54,6 +54,8 @@ export async function open(browser, { width = 1280, height = 800, shots, isMobil
     async fullShot(name) {
       if (!shots) return null;
       const path = join(shots, `${name}.png`);
+      // From the top: a page left scrolled would show its sticky header midway down the image.
+      await page.evaluate(() => window.scrollTo(0, 0));
       await page.screenshot({ path, fullPage: true });
       return path;
     },
