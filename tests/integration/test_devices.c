@@ -405,6 +405,11 @@ static void test_actions(void **state)
     post_action("ACT-GRN", tech, "{\"action\":\"note\",\"text\":\"keyboard \\\"sticky\\\"\"}", &r);
     assert_int_equal(r.status, 200);
     gb_th_resp_free(&r);
+    /* The agent names its slot first; the technician's assignment replaces it. */
+    json_t *hello =
+        json_pack("{s:I, s:s, s:s, s:s, s:s}", "seq", (json_int_t)5, "at",
+                  "2026-11-24T08:40:00.000Z", "type", "hello", "agent", "test/1", "slot", "A-12");
+    report("ACT-GRN", json_pack("[o]", hello));
     post_action("ACT-GRN", tech, "{\"action\":\"assign_slot\",\"slot\":\"B-07\"}", &r);
     assert_int_equal(r.status, 200);
     j = parse(&r);
@@ -431,12 +436,14 @@ static void test_actions(void **state)
         db_int("SELECT count(*) FROM devices WHERE serial = $1 AND slot = 'B-07'", "ACT-GRN"), 1);
     assert_int_equal(db_int("SELECT attempt FROM devices WHERE serial = $1", "ACT-RED"), 2);
 
-    /* The retry is kept across a restart (snapshot) and across a rebuild from the events. */
+    /* The retry and the slot are kept across a restart (snapshot) and across a rebuild from the
+     * events. */
     restart();
     j = get_json("/api/v1/devices/ACT-RED", viewer);
     assert_int_equal(json_integer_value(json_object_get(j, "attempt")), 2);
     json_decref(j);
-    PQclear(PQexec(db, "UPDATE devices SET needs_rebuild = true WHERE serial = 'ACT-RED'"));
+    PQclear(PQexec(db, "UPDATE devices SET needs_rebuild = true "
+                       "WHERE serial IN ('ACT-RED', 'ACT-GRN')"));
     restart();
     j = get_json("/api/v1/devices/ACT-RED", viewer);
     assert_int_equal(json_integer_value(json_object_get(j, "attempt")), 2);

@@ -301,7 +301,7 @@ TH_FN void th_check_expect(const gb_dev_t *dev, json_t *expect, const char *wher
 typedef struct th_store {
     gb_msg_t *msgs;
     size_t n, cap;
-    gb_retry_mark_t *retries;
+    gb_action_mark_t *retries;
     size_t n_retries, cap_retries;
     size_t rebuilds;
 } th_store_t;
@@ -376,7 +376,7 @@ TH_FN void th_store_retry(gb_dev_t *dev, th_store_t *st, int64_t at_ms)
         st->cap_retries = st->cap_retries ? st->cap_retries * 2 : 4;
         st->retries = realloc(st->retries, st->cap_retries * sizeof(*st->retries));
     }
-    st->retries[st->n_retries++] = (gb_retry_mark_t){dev->max_seq, at_ms};
+    st->retries[st->n_retries++] = (gb_action_mark_t){.after_seq = dev->max_seq, .at_ms = at_ms};
 }
 
 /* Runs a scenario into dev (initialised here), checking every expectation. */

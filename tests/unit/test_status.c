@@ -42,6 +42,18 @@ static gb_msg_t heartbeat(uint64_t seq, int64_t at)
     return m;
 }
 
+static gb_msg_t hello_in_slot(uint64_t seq, int64_t at, const char *slot)
+{
+    gb_msg_t m;
+    memset(&m, 0, sizeof(m));
+    m.seq = seq;
+    m.at_ms = at;
+    m.type = GB_MSG_HELLO;
+    m.u.hello.slot = (gb_str_t){slot, strlen(slot)};
+    m.u.hello.link_mbps = -1;
+    return m;
+}
+
 #define MIN (60 * 1000LL)
 
 static void test_status_apply_rejects_seen_seq(void **state)
@@ -249,14 +261,14 @@ static void test_status_rebuild_repeats_retries(void **state)
     gb_msg_t msgs[64];
     size_t n = 0;
     memset(msgs, 0, sizeof(msgs));
-    gb_retry_mark_t mark = {0, 0};
+    gb_action_mark_t mark = {.after_seq = 0};
     uint64_t max_seq = 0;
     for (size_t i = 0; i < sc.n_steps; i++) {
         if (sc.steps[i].kind == TH_MSG) {
             msgs[n++] = sc.steps[i].msg;
             max_seq = sc.steps[i].msg.seq;
         } else if (sc.steps[i].kind == TH_RETRY) {
-            mark = (gb_retry_mark_t){max_seq, sc.steps[i].at_ms};
+            mark = (gb_action_mark_t){.after_seq = max_seq, .at_ms = sc.steps[i].at_ms};
         }
     }
     for (size_t i = 0; i < n / 2; i++) {
@@ -277,6 +289,35 @@ static void test_status_rebuild_repeats_retries(void **state)
     gb_dev_dispose(&live);
     gb_dev_dispose(&again);
     th_scenario_free(&sc);
+}
+
+/* A technician's slot assignment is repeated where it was made: it replaces the slot of an
+ * earlier hello, and a later hello that names a slot replaces it, as live. */
+static void test_status_rebuild_repeats_slot_assignments(void **state)
+{
+    GB_UNUSED(state);
+    gb_msg_t msgs[3] = {
+        hello_in_slot(1, TH_BASE_MS, "A-12"),
+        stage_msg(2, TH_BASE_MS + MIN, GB_STAGE_SECURING_HARDWARE, GB_RUN_STARTED),
+        hello_in_slot(3, TH_BASE_MS + 2 * MIN, "C-03"),
+    };
+    gb_action_mark_t marks[] = {
+        {.after_seq = 2, .at_ms = TH_BASE_MS + 90000, .assign_slot = true, .slot = "B-07"},
+    };
+    gb_dev_t dev;
+    gb_dev_init(&dev, "S1");
+    gb_dev_rebuild(&dev, NULL, msgs, 2, marks, 1);
+    assert_string_equal(dev.slot, "B-07");
+    gb_dev_rebuild(&dev, NULL, msgs, 3, marks, 1);
+    assert_string_equal(dev.slot, "C-03");
+    /* Two assignments after one message keep their order; the last one clears the slot. */
+    gb_action_mark_t two[] = {
+        {.after_seq = 2, .assign_slot = true, .slot = "B-07"},
+        {.after_seq = 2, .assign_slot = true, .slot = NULL},
+    };
+    gb_dev_rebuild(&dev, NULL, msgs, 2, two, 2);
+    assert_null(dev.slot);
+    gb_dev_dispose(&dev);
 }
 
 static void test_status_open_phase_counts_to_last_seen(void **state)
@@ -361,6 +402,7 @@ int main(void)
         cmocka_unit_test(test_status_copy_is_deep),
         cmocka_unit_test(test_status_clear_derived_keeps_identity),
         cmocka_unit_test(test_status_rebuild_repeats_retries),
+        cmocka_unit_test(test_status_rebuild_repeats_slot_assignments),
         cmocka_unit_test(test_status_open_phase_counts_to_last_seen),
         cmocka_unit_test(test_status_late_start_is_ignored),
         cmocka_unit_test(test_status_hybrid_from_ctx),

@@ -727,7 +727,7 @@ static rebuild_op_t *start_rebuild(gb_api_t *api, gb_fleet_dev_t *fd)
     const char **p = gb_arena_alloc(&op->arena, sizeof(*p));
     p[0] = gb_arena_strndup(&op->arena, fd->dev.serial, strlen(fd->dev.serial));
     gb_pg_query_init(&op->query, GB_FLEET_SQL_EVENTS, 1, p, on_rebuild_loaded);
-    gb_pg_query_add(&op->query, GB_FLEET_SQL_RETRIES, 1, p);
+    gb_pg_query_add(&op->query, GB_FLEET_SQL_ACTIONS, 1, p);
     fd->rebuilding = true;
     int rc = gb_pg_submit(api->pg, &op->query);
     if (rc < 0) {

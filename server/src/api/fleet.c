@@ -115,12 +115,13 @@ void gb_fleet_remove(gb_fleet_t *f, gb_fleet_dev_t *d)
 }
 
 const char GB_FLEET_SQL_EVENTS[] = "SELECT body::text FROM events WHERE serial = $1 ORDER BY seq";
-const char GB_FLEET_SQL_RETRIES[] =
-    "SELECT after_seq, (extract(epoch FROM at) * 1000)::bigint FROM device_actions "
-    "WHERE serial = $1 AND action = 'retry' ORDER BY id";
+const char GB_FLEET_SQL_ACTIONS[] =
+    "SELECT after_seq, (extract(epoch FROM at) * 1000)::bigint, action = 'assign_slot', "
+    "detail->>'slot' FROM device_actions "
+    "WHERE serial = $1 AND action IN ('retry', 'assign_slot') ORDER BY id";
 
 void gb_fleet_rebuild_from_rows(gb_dev_t *dev, const gb_apply_ctx_t *ctx, const PGresult *res,
-                                const PGresult *retries)
+                                const PGresult *actions)
 {
     int rows = PQntuples(res);
     gb_arena_t arena;
@@ -138,11 +139,13 @@ void gb_fleet_rebuild_from_rows(gb_dev_t *dev, const gb_apply_ctx_t *ctx, const 
                    r, e.message);
         }
     }
-    int nr = retries != NULL ? PQntuples(retries) : 0;
-    gb_retry_mark_t *marks = gb_xcalloc((size_t)nr + 1, sizeof(*marks));
+    int nr = actions != NULL ? PQntuples(actions) : 0;
+    gb_action_mark_t *marks = gb_xcalloc((size_t)nr + 1, sizeof(*marks));
     for (int r = 0; r < nr; r++) {
-        marks[r].after_seq = strtoull(PQgetvalue(retries, r, 0), NULL, 10);
-        marks[r].at_ms = strtoll(PQgetvalue(retries, r, 1), NULL, 10);
+        marks[r].after_seq = strtoull(PQgetvalue(actions, r, 0), NULL, 10);
+        marks[r].at_ms = strtoll(PQgetvalue(actions, r, 1), NULL, 10);
+        marks[r].assign_slot = PQgetvalue(actions, r, 2)[0] == 't';
+        marks[r].slot = PQgetisnull(actions, r, 3) ? NULL : PQgetvalue(actions, r, 3);
     }
     gb_dev_rebuild(dev, ctx, msgs, n, marks, (size_t)nr);
     free(marks);
@@ -161,15 +164,15 @@ static int rebuild_from_events(gb_fleet_dev_t *d, PGconn *conn, const gb_apply_c
         PQclear(res);
         return GB_EDB;
     }
-    PGresult *retries = PQexecParams(conn, GB_FLEET_SQL_RETRIES, 1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(retries) != PGRES_TUPLES_OK) {
-        gb_pg_error_text(conn, retries, err, errlen);
-        PQclear(retries);
+    PGresult *actions = PQexecParams(conn, GB_FLEET_SQL_ACTIONS, 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(actions) != PGRES_TUPLES_OK) {
+        gb_pg_error_text(conn, actions, err, errlen);
+        PQclear(actions);
         PQclear(res);
         return GB_EDB;
     }
-    gb_fleet_rebuild_from_rows(&d->dev, ctx, res, retries);
-    PQclear(retries);
+    gb_fleet_rebuild_from_rows(&d->dev, ctx, res, actions);
+    PQclear(actions);
     PQclear(res);
 
     gb_buf_t snap;

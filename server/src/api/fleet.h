@@ -54,15 +54,16 @@ gb_fleet_dev_t *gb_fleet_find(const gb_fleet_t *f, const char *serial, size_t le
 gb_fleet_dev_t *gb_fleet_add(gb_fleet_t *f, const char *serial, size_t len);
 
 /* The statements that read what a rebuild needs, each with the serial as $1: the stored
- * messages in seq order, and the technician's retries (after_seq, at in ms) in the order made. */
+ * messages in seq order, and the technician's retries and slot assignments (after_seq, at in
+ * ms, whether it assigns a slot, the slot) in the order made. */
 extern const char GB_FLEET_SQL_EVENTS[];
-extern const char GB_FLEET_SQL_RETRIES[];
+extern const char GB_FLEET_SQL_ACTIONS[];
 
 /* Rebuilds dev from stored messages: res has one row per message, column 0 its JSON, in seq
- * order (GB_FLEET_SQL_EVENTS); retries (GB_FLEET_SQL_RETRIES' result, or NULL) are repeated
- * where they were made. A stored message that no longer decodes is logged and skipped. */
+ * order (GB_FLEET_SQL_EVENTS); the actions (GB_FLEET_SQL_ACTIONS' result, or NULL) are
+ * repeated where they were made. A stored message that no longer decodes is logged and skipped. */
 void gb_fleet_rebuild_from_rows(gb_dev_t *dev, const gb_apply_ctx_t *ctx, const PGresult *res,
-                                const PGresult *retries);
+                                const PGresult *actions);
 
 /* Serial order (bytes, as memcmp; a prefix sorts first), for keyset pagination: the first
  * device whose serial is above after (after NULL: the first of all), and the one after d. NULL

@@ -665,48 +665,49 @@ int gb_dev_retry(gb_dev_t *dev, int64_t at_ms)
     return 0;
 }
 
-static int cmp_retry(const void *pa, const void *pb)
+static void replay_action(gb_dev_t *dev, const gb_action_mark_t *a)
 {
-    const gb_retry_mark_t *a = pa, *b = pb;
-    if (a->after_seq != b->after_seq) {
-        return a->after_seq < b->after_seq ? -1 : 1;
-    }
-    return 0;
-}
-
-static void replay_retry(gb_dev_t *dev, const gb_retry_mark_t *r)
-{
-    if (gb_dev_retry(dev, r->at_ms) != 0) {
-        return; /* it did not apply at this point of the sequence: skipped */
+    if (a->assign_slot) {
+        gb_dev_set_slot(dev, a->slot);
+    } else if (gb_dev_retry(dev, a->at_ms) != 0) {
+        return; /* the retry did not apply at this point of the sequence: skipped */
     }
 }
 
 void gb_dev_rebuild(gb_dev_t *dev, const gb_apply_ctx_t *ctx, gb_msg_t *msgs, size_t n,
-                    const gb_retry_mark_t *retries, size_t n_retries)
+                    const gb_action_mark_t *actions, size_t n_actions)
 {
-    gb_retry_mark_t *rs = NULL;
-    size_t ri = 0;
+    gb_action_mark_t *as = NULL;
+    size_t ai = 0;
 
     gb_dev_clear_derived(dev);
     sort_msgs(msgs, n);
-    if (n_retries > 0) {
-        rs = gb_xmalloc(n_retries * sizeof(*rs));
-        memcpy(rs, retries, n_retries * sizeof(*rs));
-        qsort(rs, n_retries, sizeof(*rs), cmp_retry);
+    if (n_actions > 0) {
+        /* Insertion sort by after_seq: stable, so actions after one message keep their order
+         * (a handful per device). */
+        as = gb_xmalloc(n_actions * sizeof(*as));
+        for (size_t i = 0; i < n_actions; i++) {
+            size_t j = i;
+            while (j > 0 && as[j - 1].after_seq > actions[i].after_seq) {
+                as[j] = as[j - 1];
+                j--;
+            }
+            as[j] = actions[i];
+        }
     }
     for (size_t i = 0; i < n; i++) {
         if (i > 0 && msgs[i].seq == msgs[i - 1].seq) {
             continue;
         }
-        while (ri < n_retries && rs[ri].after_seq < msgs[i].seq) {
-            replay_retry(dev, &rs[ri++]);
+        while (ai < n_actions && as[ai].after_seq < msgs[i].seq) {
+            replay_action(dev, &as[ai++]);
         }
         if (gb_dev_apply(dev, ctx, &msgs[i]) != 0) {
             continue; /* seq 0 cannot come from a decoder; nothing else fails here */
         }
     }
-    while (ri < n_retries) {
-        replay_retry(dev, &rs[ri++]);
+    while (ai < n_actions) {
+        replay_action(dev, &as[ai++]);
     }
-    free(rs);
+    free(as);
 }

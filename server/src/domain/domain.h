@@ -543,18 +543,22 @@ size_t gb_dev_apply_batch(gb_dev_t *dev, const gb_apply_ctx_t *ctx, const gb_msg
  * repeat it after the message whose seq was max_seq when it was made (gb_dev_rebuild). */
 int gb_dev_retry(gb_dev_t *dev, int64_t at_ms) GB_MUST_CHECK;
 
-/* A retry made when the state's max_seq was after_seq. */
-typedef struct gb_retry_mark {
+/* A technician's action that changed the state, taken when its max_seq was after_seq: a retry
+ * (at_ms: when), or with assign_slot set a slot assignment (slot; NULL clears it). */
+typedef struct gb_action_mark {
     uint64_t after_seq;
     int64_t at_ms;
-} gb_retry_mark_t;
+    bool assign_slot;
+    const char *slot;
+} gb_action_mark_t;
 
 /* Rebuilds the state from the whole stored sequence: clears what was derived, sorts msgs by
- * seq (in place), drops duplicate seqs and applies them, repeating each retry (sorted by
- * after_seq) right after the message it followed. A retry that does not apply at that point
- * is skipped. */
+ * seq (in place), drops duplicate seqs and applies them, repeating each action (in after_seq
+ * order, ties in the order given) right after the message it followed. A retry that does not
+ * apply at that point is skipped; a slot assignment always applies (a later hello that names a
+ * slot replaces it, as it did live). */
 void gb_dev_rebuild(gb_dev_t *dev, const gb_apply_ctx_t *ctx, gb_msg_t *msgs, size_t n,
-                    const gb_retry_mark_t *retries, size_t n_retries);
+                    const gb_action_mark_t *actions, size_t n_actions);
 
 /* ---- derived views ---- */
 
