@@ -237,17 +237,16 @@ static void report(const char *serial, int seq)
 
 /* The device as GET /api/v1/devices/{serial} shows it: "profile|warned" ("-" for no profile;
  * warned is "hybrid" when its warnings hold hybrid_join_unsupported, else "-"). Heap. */
-static char *device_profile(const char *serial)
+static json_t *get_device(const char *serial)
 {
     char path[128];
-    gb_th_resp_t r;
     snprintf(path, sizeof(path), "/api/v1/devices/%s", serial);
-    gb_th_request_auth(srv.port, "GET", path, viewer_token, NULL, &r);
-    if (r.status != 200) {
-        fail_msg("GET %s: status %d, body %s", path, r.status, r.body != NULL ? r.body : "");
-    }
-    json_t *d = body_json(&r);
-    gb_th_resp_free(&r);
+    return gb_th_get_json(srv.port, path, viewer_token);
+}
+
+static char *device_profile(const char *serial)
+{
+    json_t *d = get_device(serial);
     bool warned = false;
     size_t i;
     json_t *w;
@@ -681,15 +680,7 @@ static void test_a_restart_keeps_profiles(void **state)
  * diagnosis). Heap. */
 static char *device_diagnosis(const char *serial)
 {
-    char path[128];
-    gb_th_resp_t r;
-    snprintf(path, sizeof(path), "/api/v1/devices/%s", serial);
-    gb_th_request_auth(srv.port, "GET", path, viewer_token, NULL, &r);
-    if (r.status != 200) {
-        fail_msg("GET %s: status %d, body %s", path, r.status, r.body != NULL ? r.body : "");
-    }
-    json_t *d = body_json(&r);
-    gb_th_resp_free(&r);
+    json_t *d = get_device(serial);
     const char *code = str(json_object_get(d, "diagnosis"), "code");
     char *v = gb_xasprintf("%s|%s", str(d, "status"), code != NULL ? code : "-");
     json_decref(d);

@@ -153,6 +153,18 @@ void gb_fleet_rebuild_from_rows(gb_dev_t *dev, const gb_apply_ctx_t *ctx, const 
     gb_arena_dispose(&arena);
 }
 
+/* The outcome of a command's result (which it clears): 0, or GB_EDB with the error in err. */
+static int command_done(PGconn *conn, PGresult *res, char *err, size_t errlen)
+{
+    int rc = 0;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        gb_pg_error_text(conn, res, err, errlen);
+        rc = GB_EDB;
+    }
+    PQclear(res);
+    return rc;
+}
+
 /* Rebuilds d from its stored events and saves the result (blocking). */
 static int rebuild_from_events(gb_fleet_dev_t *d, PGconn *conn, const gb_apply_ctx_t *ctx,
                                char *err, size_t errlen)
@@ -186,13 +198,7 @@ static int rebuild_from_events(gb_fleet_dev_t *d, PGconn *conn, const gb_apply_c
                        "needs_rebuild = false, updated_at = now() WHERE serial = $1",
                        3, NULL, up, NULL, NULL, 0);
     gb_buf_dispose(&snap);
-    int rc = 0;
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        gb_pg_error_text(conn, res, err, errlen);
-        rc = GB_EDB;
-    }
-    PQclear(res);
-    return rc;
+    return command_done(conn, res, err, errlen);
 }
 
 /* Runs sql in single-row mode, calling fn for each row, so that a large table never sits in
@@ -315,14 +321,7 @@ static void on_replay_row(const PGresult *res, void *arg)
 /* Runs one statement without parameters or rows (BEGIN, COMMIT, ROLLBACK). */
 static int exec_command(PGconn *conn, const char *sql, char *err, size_t errlen)
 {
-    PGresult *res = PQexec(conn, sql);
-    int rc = 0;
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        gb_pg_error_text(conn, res, err, errlen);
-        rc = GB_EDB;
-    }
-    PQclear(res);
-    return rc;
+    return command_done(conn, PQexec(conn, sql), err, errlen);
 }
 
 int gb_fleet_load(gb_fleet_t *f, PGconn *conn, gb_fleet_esp_timeout_fn esp_timeout, void *arg,
