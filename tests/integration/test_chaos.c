@@ -1,10 +1,12 @@
 /* Chaos under load: glovebox-sim drives a few thousand devices as fast as gloveboxd acknowledges
  * while PostgreSQL crashes twice (immediate shutdown, then start) and gloveboxd is SIGKILLed once
- * and started again on the same port. Afterwards every message the simulator had acknowledged is
- * stored exactly once (per device: seqs 1..n, n as the ground truth says), and every device's
- * JSON as the running server shows it equals what the server derives after a restart (snapshots
- * plus the messages after them) and after a rebuild of every device from its stored messages
- * alone. Runs on a private cluster, so the crashes disturb no other test. */
+ * and started again on the same port, each fault when the stored messages reach a share of the
+ * run. With gloveboxd under valgrind (GB_TEST_VALGRIND) the fleet is a tenth of that, with the
+ * same faults at the same shares and the same checks. Afterwards every message the simulator had
+ * acknowledged is stored exactly once (per device: seqs 1..n, n as the ground truth says), and
+ * every device's JSON as the running server shows it equals what the server derives after a restart
+ * (snapshots plus the messages after them) and after a rebuild of every device from its stored
+ * messages alone. Runs on a private cluster, so the crashes disturb no other test. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -22,11 +24,11 @@
 
 #include "harness.h"
 
-#define DEVICES    2000
-#define SIM_ARGS   "--seed 31 --mix 0.3 --serial-prefix X"
-#define PHASE_MS   90000 /* the longest wait for the simulator's progress or its end */
-#define OUTAGE_MS  1000  /* how long PostgreSQL stays down at each crash */
-#define LIST_LIMIT 1000
+#define DEVICES          2000
+#define DEVICES_VALGRIND 200 /* under memcheck, whose gloveboxd is many times slower */
+#define SIM_ARGS         "--seed 31 --mix 0.3 --serial-prefix X"
+#define PHASE_MS         90000 /* the longest wait for the simulator's progress or its end */
+#define OUTAGE_MS        1000  /* how long PostgreSQL stays down at each crash */
 
 typedef struct chaos {
     char pgdir[200];
@@ -38,6 +40,8 @@ typedef struct chaos {
     gb_th_server_t server;
     int port;
     pid_t sim;
+    int devices;        /* DEVICES, or DEVICES_VALGRIND under valgrind */
+    int list_limit;     /* half the fleet: the list comes in two pages */
     long long expected; /* messages of the whole run, from a dry run of the same settings */
 } chaos_t;
 
@@ -137,7 +141,7 @@ static void sim_start(chaos_t *c)
     snprintf(cmd, sizeof(cmd),
              "exec '%s' --server http://127.0.0.1:%d --token '%s' --summary '%s' --quiet "
              "--give-up 60 --devices %d %s",
-             GB_SIM, c->port, c->agent, c->truth_path, DEVICES, SIM_ARGS);
+             GB_SIM, c->port, c->agent, c->truth_path, c->devices, SIM_ARGS);
     c->sim = fork();
     assert_true(c->sim >= 0);
     if (c->sim == 0) {
@@ -188,9 +192,10 @@ static json_t *fleet_view(const chaos_t *c)
     char *cursor = NULL;
     do {
         if (cursor == NULL) {
-            snprintf(path, sizeof(path), "/api/v1/devices?limit=%d", LIST_LIMIT);
+            snprintf(path, sizeof(path), "/api/v1/devices?limit=%d", c->list_limit);
         } else {
-            snprintf(path, sizeof(path), "/api/v1/devices?limit=%d&cursor=%s", LIST_LIMIT, cursor);
+            snprintf(path, sizeof(path), "/api/v1/devices?limit=%d&cursor=%s", c->list_limit,
+                     cursor);
         }
         free(cursor);
         cursor = NULL;
@@ -269,8 +274,8 @@ static void check_exactly_once(const chaos_t *c, json_t *truth)
     }
     PQclear(r);
     json_t *per = json_object_get(truth, "per_device");
-    assert_int_equal(json_array_size(per), DEVICES);
-    assert_int_equal(json_object_size(stored), DEVICES);
+    assert_int_equal(json_array_size(per), c->devices);
+    assert_int_equal(json_object_size(stored), c->devices);
     size_t i;
     json_t *d;
     json_array_foreach(per, i, d)
@@ -370,7 +375,8 @@ static void test_crashes_under_load_lose_nothing_and_replay_the_same(void **stat
     server_start(c);
     char *log = gb_th_server_log(&c->server);
     char want[128];
-    snprintf(want, sizeof(want), "loaded %d devices (%d rebuilt from events", DEVICES, DEVICES);
+    snprintf(want, sizeof(want), "loaded %d devices (%d rebuilt from events", c->devices,
+             c->devices);
     if (strstr(log, want) == NULL) {
         fail_msg("no \"%s\" in the server's log:\n%s", want, log);
     }
@@ -383,7 +389,7 @@ static void test_crashes_under_load_lose_nothing_and_replay_the_same(void **stat
                   "PostgreSQL crashed at %lld and %lld stored messages, gloveboxd SIGKILLed at "
                   "%lld; %zu devices (list item and detail) equal after a restart and after a "
                   "rebuild from events\n",
-                  DEVICES, c->expected, (double)load_ms / 1000.0, at[0], at[2], at[1], compared);
+                  c->devices, c->expected, (double)load_ms / 1000.0, at[0], at[2], at[1], compared);
     json_decref(rebuilt);
     json_decref(live);
     json_decref(truth);
@@ -396,6 +402,8 @@ static int setup(void **state)
     static chaos_t c;
     memset(&c, 0, sizeof(c));
     *state = &c;
+    c.devices = gb_th_valgrind() ? DEVICES_VALGRIND : DEVICES;
+    c.list_limit = c.devices / 2;
     snprintf(c.pgdir, sizeof(c.pgdir), "%s-chaos-%d", GB_PGDIR, (int)getpid());
     snprintf(c.truth_path, sizeof(c.truth_path), "%s/truth.json", c.pgdir);
     if (gb_th_sh("'%s' start '%s' >/dev/null", GB_PG_CLUSTER, c.pgdir) != 0 ||
@@ -408,7 +416,7 @@ static int setup(void **state)
     /* The run's size, from the model alone: the same settings give the same messages. */
     json_t *dry = NULL;
     if (gb_th_sh("'%s' --dry-run --quiet --summary '%s' --devices %d %s", GB_SIM, c.truth_path,
-                 DEVICES, SIM_ARGS) == 0) {
+                 c.devices, SIM_ARGS) == 0) {
         dry = json_load_file(c.truth_path, 0, NULL);
         unlink(c.truth_path);
     }

@@ -3,7 +3,10 @@
  * main thread with the harness's blocking client: keep-alive, pipelining, chunked bodies,
  * limits, timeouts, the connection cap, 404/405, static files and their containment, streams,
  * a client leaving mid-request, logs, metrics and graceful shutdown. Every test ends with the
- * shutdown's done callback and uv_loop_close() == 0. */
+ * shutdown's done callback and uv_loop_close() == 0. The server's deadlines and the test's
+ * sleeps and waits around them are scaled by gb_th_scale_ms() (GB_TEST_TIME_SCALE), so a slow
+ * run (under valgrind) keeps their relations: a sleep below a deadline stays below it. The times
+ * in the comments are those at scale 1. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -19,7 +22,6 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -248,18 +250,28 @@ static void *server_thread(void *arg)
     return NULL;
 }
 
-static const gb_http_config_t test_config = {
-    .listen = "127.0.0.1:0",
-    .web_dir = web_dir,
-    .max_header_bytes = 2048,
-    .max_body_bytes = 4096,
-    .max_connections = 8,
-    .header_timeout_ms = 300,
-    .body_timeout_ms = 300,
-    .idle_timeout_ms = 500,
-    .write_timeout_ms = 1000, /* a reader stalled by a loaded machine is not a slow client */
-    .backlog = 64,
-};
+/* The deadlines, before gb_th_scale_ms(). */
+#define HEADER_TIMEOUT_MS 300
+#define BODY_TIMEOUT_MS   300
+#define IDLE_TIMEOUT_MS   500
+#define WRITE_TIMEOUT_MS  1000 /* a reader stalled by a loaded machine is not a slow client */
+
+static gb_http_config_t test_config(void)
+{
+    gb_http_config_t cfg = {
+        .listen = "127.0.0.1:0",
+        .web_dir = web_dir,
+        .max_header_bytes = 2048,
+        .max_body_bytes = 4096,
+        .max_connections = 8,
+        .header_timeout_ms = gb_th_scale_ms(HEADER_TIMEOUT_MS),
+        .body_timeout_ms = gb_th_scale_ms(BODY_TIMEOUT_MS),
+        .idle_timeout_ms = gb_th_scale_ms(IDLE_TIMEOUT_MS),
+        .write_timeout_ms = gb_th_scale_ms(WRITE_TIMEOUT_MS),
+        .backlog = 64,
+    };
+    return cfg;
+}
 
 static void start_server(fixture_t *f)
 {
@@ -276,7 +288,8 @@ static void start_server(fixture_t *f)
     gb_http_router_add(f->router, GB_HTTP_GET, "/stream", on_stream, f);
     gb_http_router_add(f->router, GB_HTTP_GET, "/stream-hold", on_stream_hold, f);
     gb_http_router_add(f->router, GB_HTTP_GET, "/stream-flood", on_stream_flood, f);
-    assert_int_equal(gb_http_server_new(&f->loop, &test_config, f->router, &f->server), 0);
+    gb_http_config_t cfg = test_config();
+    assert_int_equal(gb_http_server_new(&f->loop, &cfg, f->router, &f->server), 0);
     /* Check files on every request, so a rewritten file is seen at once. */
     gb_http__server_set_static_ttl(f->server, 0);
     f->port = gb_http_server_port(f->server);
@@ -363,10 +376,12 @@ static void assert_header(const gb_th_resp_t *r, const char *name, const char *w
     free(v);
 }
 
-/* Reads raw bytes into c->in until it holds a full head; returns the head, leaves the rest. */
+/* Reads raw bytes into c->in until it holds a full head; returns the head, leaves the rest.
+ * Here and in the other waits below, as in the harness's, the timeout is scaled by
+ * gb_th_scale_ms(). */
 static char *read_head(gb_th_conn_t *c, unsigned timeout_ms)
 {
-    int64_t deadline = gb_time_mono_ms() + timeout_ms;
+    int64_t deadline = gb_time_mono_ms() + gb_th_scale_ms(timeout_ms);
     for (;;) {
         const char *end = c->in.data != NULL ? strstr(c->in.data, "\r\n\r\n") : NULL;
         if (end != NULL) {
@@ -392,7 +407,7 @@ static char *read_head(gb_th_conn_t *c, unsigned timeout_ms)
 /* Reads and counts bytes until the peer closes; returns the count, or -1 on timeout. */
 static long drain_until_closed(gb_th_conn_t *c, unsigned timeout_ms)
 {
-    int64_t deadline = gb_time_mono_ms() + timeout_ms;
+    int64_t deadline = gb_time_mono_ms() + gb_th_scale_ms(timeout_ms);
     long total = (long)c->in.len;
     gb_buf_reset(&c->in);
     for (;;) {
@@ -413,20 +428,20 @@ static long drain_until_closed(gb_th_conn_t *c, unsigned timeout_ms)
     }
 }
 
+/* Sleeps ms scaled by gb_th_scale_ms(). */
 static void sleep_ms(unsigned ms)
 {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
+    gb_th_sleep_ms(gb_th_scale_ms(ms));
 }
 
 static bool wait_for(atomic_int *v, int want, unsigned timeout_ms)
 {
-    int64_t deadline = gb_time_mono_ms() + timeout_ms;
+    int64_t deadline = gb_time_mono_ms() + gb_th_scale_ms(timeout_ms);
     while (atomic_load(v) < want) {
         if (gb_time_mono_ms() > deadline) {
             return false;
         }
-        sleep_ms(5);
+        gb_th_sleep_ms(5);
     }
     return true;
 }
@@ -699,7 +714,8 @@ static void test_timeouts_close_slow_clients(void **state)
     gb_th_resp_free(&r);
     assert_true(gb_th_conn_wait_closed(&c, 3000));
     int64_t took = gb_time_mono_ms() - t0;
-    assert_true(took >= 250); /* closed by the deadline, not at once */
+    /* Closed by the deadline, not at once. */
+    assert_true(took >= (int64_t)gb_th_scale_ms(HEADER_TIMEOUT_MS - 50));
     gb_th_conn_close(&c);
 
     /* A body that stops half-way. */
@@ -720,14 +736,20 @@ static void test_timeouts_close_slow_clients(void **state)
     t0 = gb_time_mono_ms();
     assert_true(gb_th_conn_wait_closed(&c, 3000));
     took = gb_time_mono_ms() - t0;
-    assert_true(took >= 400);
+    assert_true(took >= (int64_t)gb_th_scale_ms(IDLE_TIMEOUT_MS - 100));
     gb_th_conn_close(&c);
 
-    /* A client that does not read a large response: the write deadline closes it. */
+    /* A client that does not read a large response: the write deadline closes it. The server
+     * counts the close; up to five write timeouts are allowed for it, so the deadline fires
+     * even on a loaded machine whose timers run late. Only then does the client read. */
+    long timeouts0 = gb_th_metric(f->port, "gb_http_timeouts_total");
     assert_int_equal(gb_th_conn_open(&c, f->port), 0);
     send_str(&c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
-    /* Five write timeouts: the deadline fires even on a loaded machine whose timers run late. */
-    sleep_ms(5000);
+    int64_t deadline = gb_time_mono_ms() + gb_th_scale_ms(5 * WRITE_TIMEOUT_MS);
+    while (gb_th_metric(f->port, "gb_http_timeouts_total") == timeouts0 &&
+           gb_time_mono_ms() < deadline) {
+        sleep_ms(50);
+    }
     long got = drain_until_closed(&c, 5000);
     assert_true(got >= 0);
     assert_true(got < (long)BIG_BODY);
@@ -1026,8 +1048,11 @@ static void test_client_leaving_before_the_answer_is_handled(void **state)
     fixture_t *f = *state;
     gb_th_conn_t c;
     gb_th_resp_t r;
+    char req[64];
+    /* The handler answers late enough for the client to have left by then. */
+    snprintf(req, sizeof(req), "GET /slow?ms=%u HTTP/1.1\r\nHost: t\r\n\r\n", gb_th_scale_ms(200));
     assert_int_equal(gb_th_conn_open(&c, f->port), 0);
-    send_str(&c, "GET /slow?ms=200 HTTP/1.1\r\nHost: t\r\n\r\n");
+    send_str(&c, req);
     assert_true(wait_for(&f->slow_started, 1, 3000));
     gb_th_conn_close(&c);
     /* The handler still answers, finds the client gone, and the connection is freed. */
@@ -1169,8 +1194,11 @@ static void test_graceful_shutdown_finishes_the_request_in_flight(void **state)
     char *head = read_head(&stream, 3000);
     assert_non_null(head);
     free(head);
+    /* Answered late enough to be in flight when the shutdown starts. */
+    char req[64];
+    snprintf(req, sizeof(req), "GET /slow?ms=%u HTTP/1.1\r\nHost: t\r\n\r\n", gb_th_scale_ms(300));
     assert_int_equal(gb_th_conn_open(&busy, f->port), 0);
-    send_str(&busy, "GET /slow?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n");
+    send_str(&busy, req);
     assert_true(wait_for(&f->slow_started, 1, 3000));
 
     request_stop(f);
@@ -1217,7 +1245,7 @@ static void test_net_signals_reach_the_loop_and_close_clean(void **state)
     assert_int_equal(uv_loop_init(&loop), 0);
     assert_int_equal(gb_net_signals_start(&loop, on_test_signal, &got, &sig), 0);
     uv_timer_init(&loop, &guard);
-    uv_timer_start(&guard, on_signal_timeout, 2000, 0);
+    uv_timer_start(&guard, on_signal_timeout, gb_th_scale_ms(2000), 0);
     assert_int_equal(uv_kill(getpid(), SIGTERM), 0);
     while (got == 0 && uv_loop_alive(&loop)) {
         uv_run(&loop, UV_RUN_ONCE);

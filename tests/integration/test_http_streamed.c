@@ -4,7 +4,10 @@
  * harness's blocking client. Covers bodies by length and chunked, pauses, backpressure (a
  * paused body stops the socket being read), refusing without reading (with and without
  * Expect: 100-continue), the route's own limit, the progress deadline, a client leaving
- * mid-body, an answer given mid-body, pipelining behind a streamed request, and shutdown. */
+ * mid-body, an answer given mid-body, pipelining behind a streamed request, and shutdown. The
+ * server's deadlines, the handler's pauses and the test's sleeps and waits are scaled by
+ * gb_th_scale_ms() (GB_TEST_TIME_SCALE), so a slow run (under valgrind) keeps their relations;
+ * the times in the comments are those at scale 1. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -18,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -52,8 +54,9 @@ typedef struct fixture {
 /* ---- the streamed handler (loop thread) ----
  * POST /up reads the body and answers "bytes=N sum=X" (FNV-1a of the bytes). Query options:
  * pause=1 pauses after every piece for a millisecond; hold=MS pauses after the first piece for
- * MS; early=1 answers 200 from inside the first piece. Header X-Refuse: answers 403 without
- * reading. The operation is heap-allocated: its timer may outlive the answer until closed. */
+ * MS (scaled by gb_th_scale_ms(), like the deadlines it is measured against); early=1 answers
+ * 200 from inside the first piece. Header X-Refuse: answers 403 without reading. The operation
+ * is heap-allocated: its timer may outlive the answer until closed. */
 typedef struct up_op {
     uv_timer_t timer;
     bool timer_open;
@@ -163,7 +166,7 @@ static void on_up(gb_http_req_t *req, void *ctx)
     op->pause_each = gb_http_req_query(req, "pause", &v);
     op->early = gb_http_req_query(req, "early", &v);
     if (gb_http_req_query(req, "hold", &v) && gb_str_to_u64(v, 60000, &ms)) {
-        op->hold_ms = (unsigned)ms;
+        op->hold_ms = gb_th_scale_ms((unsigned)ms);
     }
     gb_http_req_body_stream(req, on_up_chunk, on_up_end, op);
 }
@@ -204,17 +207,24 @@ static void *server_thread(void *arg)
     return NULL;
 }
 
-static const gb_http_config_t test_config = {
-    .listen = "127.0.0.1:0",
-    .max_header_bytes = 2048,
-    .max_body_bytes = 4096, /* the non-streamed routes' limit; /up has its own */
-    .max_connections = 16,
-    .header_timeout_ms = 1000,
-    .body_timeout_ms = 300,
-    .idle_timeout_ms = 2000,
-    .write_timeout_ms = 2000,
-    .backlog = 64,
-};
+/* The body's deadline (for progress), before gb_th_scale_ms(). */
+#define BODY_TIMEOUT_MS 300
+
+static gb_http_config_t test_config(void)
+{
+    gb_http_config_t cfg = {
+        .listen = "127.0.0.1:0",
+        .max_header_bytes = 2048,
+        .max_body_bytes = 4096, /* the non-streamed routes' limit; /up has its own */
+        .max_connections = 16,
+        .header_timeout_ms = gb_th_scale_ms(1000),
+        .body_timeout_ms = gb_th_scale_ms(BODY_TIMEOUT_MS),
+        .idle_timeout_ms = gb_th_scale_ms(2000),
+        .write_timeout_ms = gb_th_scale_ms(2000),
+        .backlog = 64,
+    };
+    return cfg;
+}
 
 static void start_server(fixture_t *f)
 {
@@ -223,7 +233,8 @@ static void start_server(fixture_t *f)
     gb_http_router_add_streamed(f->router, GB_HTTP_POST, "/up", UP_LIMIT, on_up, f);
     gb_http_router_add(f->router, GB_HTTP_GET, "/fast", on_fast, f);
     gb_http_router_add(f->router, GB_HTTP_POST, "/echo", on_echo, f);
-    assert_int_equal(gb_http_server_new(&f->loop, &test_config, f->router, &f->server), 0);
+    gb_http_config_t cfg = test_config();
+    assert_int_equal(gb_http_server_new(&f->loop, &cfg, f->router, &f->server), 0);
     f->port = gb_http_server_port(f->server);
     uv_async_init(&f->loop, &f->wake, on_wake);
     assert_int_equal(pthread_create(&f->thread, NULL, server_thread, f), 0);
@@ -267,20 +278,22 @@ static void send_str(gb_th_conn_t *c, const char *s)
     assert_int_equal(gb_th_conn_send(c, s, strlen(s)), 0);
 }
 
+/* Sleeps ms scaled by gb_th_scale_ms(). */
 static void sleep_ms(unsigned ms)
 {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
+    gb_th_sleep_ms(gb_th_scale_ms(ms));
 }
 
+/* Waits until *v reaches want. Here and below, as in the harness, timeouts are scaled by
+ * gb_th_scale_ms(). */
 static bool wait_for(atomic_int *v, int want, unsigned timeout_ms)
 {
-    int64_t deadline = gb_time_mono_ms() + timeout_ms;
+    int64_t deadline = gb_time_mono_ms() + gb_th_scale_ms(timeout_ms);
     while (atomic_load(v) < want) {
         if (gb_time_mono_ms() > deadline) {
             return false;
         }
-        sleep_ms(2);
+        gb_th_sleep_ms(2);
     }
     return true;
 }
@@ -288,7 +301,7 @@ static bool wait_for(atomic_int *v, int want, unsigned timeout_ms)
 /* Reads raw bytes until c->in holds a full head; returns it and leaves the rest. */
 static char *read_head(gb_th_conn_t *c, unsigned timeout_ms)
 {
-    int64_t deadline = gb_time_mono_ms() + timeout_ms;
+    int64_t deadline = gb_time_mono_ms() + gb_th_scale_ms(timeout_ms);
     for (;;) {
         const char *end = c->in.data != NULL ? strstr(c->in.data, "\r\n\r\n") : NULL;
         if (end != NULL) {
@@ -524,7 +537,7 @@ static void test_streamed_deadline_is_for_progress(void **state)
     send_str(&c, "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc");
     gb_th_conn_read(&c, &r, 3000);
     gb_th_assert_json_error(&r, 408, "request_timeout");
-    assert_true(gb_time_mono_ms() - t0 >= 250);
+    assert_true(gb_time_mono_ms() - t0 >= (int64_t)gb_th_scale_ms(BODY_TIMEOUT_MS - 50));
     gb_th_resp_free(&r);
     assert_true(gb_th_conn_wait_closed(&c, 3000));
     gb_th_conn_close(&c);
@@ -579,7 +592,7 @@ static void test_streamed_pause_stops_reading_the_socket(void **state)
     send_str(&c, head);
     /* The handler holds its first piece for 1.5 s: meanwhile the server reads nothing, so
      * only the kernel's buffers take bytes, a few MiB at most, never the whole body. */
-    size_t sent = send_for(c.fd, body, len, 1000);
+    size_t sent = send_for(c.fd, body, len, gb_th_scale_ms(1000));
     assert_int_equal(atomic_load(&f->paused), 1);
     assert_true(sent < len / 2);
     /* Then it reads on, and all of it arrives intact. */

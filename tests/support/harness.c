@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -744,6 +745,53 @@ long gb_th_proc_cpu_ms(pid_t pid)
     }
     long hz = sysconf(_SC_CLK_TCK);
     return (long)((ut + st) * 1000ULL / (unsigned long long)(hz > 0 ? hz : 100));
+}
+
+long gb_th_server_fd_count(const gb_th_server_t *s)
+{
+    char dir[64], path[512], target[PATH_MAX];
+    if (!gb_th_valgrind()) {
+        return gb_th_proc_fd_count(s->pid);
+    }
+    snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)s->pid);
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return -1;
+    }
+    /* Every descriptor's number, and where valgrind's own begin: at the one on the program's
+     * executable (kept open for the program's /proc/self/exe), the first valgrind moves up
+     * there, to the lowest number past the limit it gives the program. Files are told by
+     * their names, as a link names a file by its real path. */
+    const char *exe = strrchr(GB_GLOVEBOXD, '/') != NULL ? strrchr(GB_GLOVEBOXD, '/') : "/";
+    size_t exe_len = strlen(exe);
+    long *fds = NULL;
+    size_t n = 0, cap = 0;
+    long reserved = -1;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        long fd = strtol(e->d_name, NULL, 10);
+        if (n == cap) {
+            cap = cap == 0 ? 256 : cap * 2;
+            fds = gb_xrealloc(fds, cap * sizeof(*fds));
+        }
+        fds[n++] = fd;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        ssize_t len = readlink(path, target, sizeof(target) - 1);
+        if (len >= (ssize_t)exe_len && memcmp(target + len - exe_len, exe, exe_len) == 0 &&
+            (reserved < 0 || fd < reserved)) {
+            reserved = fd;
+        }
+    }
+    closedir(d);
+    long count = 0;
+    for (size_t i = 0; i < n; i++) {
+        count += reserved < 0 || fds[i] < reserved;
+    }
+    free(fds);
+    return count;
 }
 
 long gb_th_proc_fd_count(pid_t pid)

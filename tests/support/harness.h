@@ -122,5 +122,10 @@ long gb_th_proc_status_kb(pid_t pid, const char *field);
 long gb_th_proc_cpu_ms(pid_t pid);
 /* Open file descriptors of the process; -1 when unreadable. */
 long gb_th_proc_fd_count(pid_t pid);
+/* The server's open file descriptors that count against its open-file limit (what accept()
+ * runs short of); -1 when unreadable. Under valgrind those valgrind keeps for itself are left
+ * out: it lowers the program's limit and keeps them above it, from the one on the program's
+ * executable up. */
+long gb_th_server_fd_count(const gb_th_server_t *s);
 
 #endif
