@@ -55,16 +55,6 @@ static void fixture_stop(fixture_t *f)
     free(f->viewer);
 }
 
-static json_t *load_json(const char *path)
-{
-    json_error_t e;
-    json_t *j = json_load_file(path, 0, &e);
-    if (j == NULL) {
-        fail_msg("%s: %s", path, e.text);
-    }
-    return j;
-}
-
 /* Runs the simulator (through the server when served, else the model alone) and loads its
  * ground truth. */
 static json_t *run_sim(const fixture_t *f, bool served, const char *name, const char *args)
@@ -79,7 +69,7 @@ static json_t *run_sim(const fixture_t *f, bool served, const char *name, const 
     } else {
         assert_int_equal(gb_th_sh("'%s' --summary '%s' --quiet %s", GB_SIM, path, args), 0);
     }
-    return load_json(path);
+    return gb_th_load_json(path);
 }
 
 /* GET path with token; the status must be want and the body a JSON object. */
@@ -231,7 +221,7 @@ static void test_capacity_predicts_the_simulator(void **state)
                               "> '%s'",
                               GB_GLOVEBOXD, f.url, path),
                      0);
-    json_t *cli = load_json(path);
+    json_t *cli = gb_th_load_json(path);
     assert_true(json_equal(at(cli, "prediction"), at(p40, "prediction")));
     assert_true(json_equal(at(cli, "model"), at(p40, "model")));
     assert_true(json_equal(at(cli, "recommended_slots"), at(p40, "recommended_slots")));

@@ -81,16 +81,6 @@ static long long stored_messages(const char *url)
     return n;
 }
 
-static json_t *load_json(const char *path)
-{
-    json_error_t e;
-    json_t *j = json_load_file(path, 0, &e);
-    if (j == NULL) {
-        fail_msg("%s: %s", path, e.text);
-    }
-    return j;
-}
-
 static void server_start(chaos_t *c)
 {
     /* The same port every time, so the simulator's retries find the new process. */
@@ -354,7 +344,7 @@ static void test_crashes_under_load_lose_nothing_and_replay_the_same(void **stat
     assert_int_equal(sim_wait(c), 0);
     int64_t load_ms = gb_time_mono_ms() - t0;
 
-    json_t *truth = load_json(c->truth_path);
+    json_t *truth = gb_th_load_json(c->truth_path);
     assert_int_equal(json_integer_value(json_object_get(truth, "messages")), c->expected);
     check_exactly_once(c, truth);
 

@@ -20,16 +20,6 @@
 
 #include "harness.h"
 
-static json_t *load_json(const char *path)
-{
-    json_error_t e;
-    json_t *j = json_load_file(path, 0, &e);
-    if (j == NULL) {
-        fail_msg("%s: %s", path, e.text);
-    }
-    return j;
-}
-
 static PGconn *db(const char *url)
 {
     PGconn *c = PQconnectdb(url);
@@ -84,7 +74,7 @@ static int wait_sim(pid_t pid)
 /* Compares every device of the truth with the server's rows. */
 static void check_against_truth(const char *url, const char *summary_path, const char *prefix)
 {
-    json_t *truth = load_json(summary_path);
+    json_t *truth = gb_th_load_json(summary_path);
     PGconn *c = db(url);
     json_t *per = json_object_get(truth, "per_device");
     size_t i;

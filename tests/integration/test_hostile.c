@@ -295,6 +295,15 @@ static void add_kind(bad_kind_t *k, size_t *n, const char *name, int want, bool 
     (*n)++;
 }
 
+/* Appends n copies of the byte c. */
+static void append_repeat(gb_buf_t *b, char c, size_t n)
+{
+    gb_buf_reserve(b, n);
+    memset(b->data + b->len, c, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
 static size_t build_kinds(bad_kind_t *k)
 {
     size_t n = 0;
@@ -303,9 +312,7 @@ static size_t build_kinds(bad_kind_t *k)
     add_kind(k, &n, "header of 32 KiB", 431, true);
     b = &k[n - 1].bytes;
     gb_buf_append_str(b, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ");
-    for (int i = 0; i < 32 << 10; i++) {
-        gb_buf_append_str(b, "b");
-    }
+    append_repeat(b, 'b', 32 << 10);
     gb_buf_append_str(b, "\r\n\r\n");
 
     add_kind(k, &n, "5000 small headers", 431, true);
@@ -319,9 +326,7 @@ static size_t build_kinds(bad_kind_t *k)
     add_kind(k, &n, "URL of 20 KiB", 431, true);
     b = &k[n - 1].bytes;
     gb_buf_append_str(b, "GET /healthz?");
-    for (int i = 0; i < 20 << 10; i++) {
-        gb_buf_append_str(b, "u");
-    }
+    append_repeat(b, 'u', 20 << 10);
     gb_buf_append_str(b, " HTTP/1.1\r\nHost: x\r\n\r\n");
 
     add_kind(k, &n, "Content-Length 10 MiB, 1 MiB sent", 413, true);
@@ -330,9 +335,7 @@ static size_t build_kinds(bad_kind_t *k)
                    "POST /api/v1/agent/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s"
                    "\r\nContent-Type: application/json\r\nContent-Length: 10485760\r\n\r\n",
                    agent_token);
-    for (int i = 0; i < 1 << 20; i++) {
-        gb_buf_append_str(b, " ");
-    }
+    append_repeat(b, ' ', 1 << 20);
 
     add_kind(k, &n, "chunked body of 1 MiB", 413, true);
     b = &k[n - 1].bytes;
@@ -342,9 +345,7 @@ static size_t build_kinds(bad_kind_t *k)
                    agent_token);
     for (int i = 0; i < 128; i++) {
         gb_buf_append_str(b, "2000\r\n");
-        for (int j = 0; j < 8192; j++) {
-            gb_buf_append_str(b, " ");
-        }
+        append_repeat(b, ' ', 8192);
         gb_buf_append_str(b, "\r\n");
     }
     gb_buf_append_str(b, "0\r\n\r\n");
@@ -394,9 +395,7 @@ static size_t build_kinds(bad_kind_t *k)
                    "POST /api/v1/agent/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s"
                    "\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n",
                    agent_token);
-    for (int i = 0; i < 60000; i++) {
-        gb_buf_append_str(b, "[");
-    }
+    append_repeat(b, '[', 60000);
     return n;
 }
 

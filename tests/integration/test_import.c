@@ -740,16 +740,7 @@ static void test_import_database_failing_midway_says_what_was_stored(void **stat
 
     /* The database returns; the same file, sent again, is complete and nothing doubles. */
     assert_int_equal(gb_th_sh("'%s' start '%s' >/dev/null", GB_PG_CLUSTER, pgdir), 0);
-    int st = 0;
-    for (int i = 0; i < 100 && st != 200; i++) {
-        gb_th_request(s.port, "GET", "/readyz", NULL, NULL, 0, &r);
-        st = r.status;
-        gb_th_resp_free(&r);
-        if (st != 200) {
-            gb_th_sleep_ms(100);
-        }
-    }
-    assert_int_equal(st, 200);
+    assert_int_equal(gb_th_wait_status(s.port, "/readyz", 200, 10000), 200);
     post_import(s.port, tech, "text/csv", all.data, all.len, &r);
     assert_int_equal(r.status, 200);
     snprintf(want, sizeof(want), "{\"imported\":%lld,\"updated\":%lld,", 3500 - stored, stored);

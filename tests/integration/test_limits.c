@@ -57,22 +57,11 @@ static bool readable(const gb_th_conn_t *c, int ms)
     return poll(&p, 1, ms) == 1;
 }
 
-/* A request on a new connection, retried for up to 5 s (scaled): descriptors the server frees
- * are released by its loop, not at the instant the client closes. */
+/* A request on a new connection answered 200, retried for up to 5 s (scaled): descriptors the
+ * server frees are released by its loop, not at the instant the client closes. */
 static int ask_new_until_ok(void)
 {
-    int status = 0;
-    int64_t deadline = gb_time_mono_ms() + gb_th_scale_ms(5000);
-    while (status != 200 && gb_time_mono_ms() < deadline) {
-        gb_th_resp_t r;
-        gb_th_request(server.port, "GET", "/healthz", NULL, NULL, 0, &r);
-        status = r.status;
-        gb_th_resp_free(&r);
-        if (status != 200) {
-            gb_th_sleep_ms(100);
-        }
-    }
-    return status;
+    return gb_th_wait_status(server.port, "/healthz", 200, 5000);
 }
 
 /* CPU the server spends in a quiet second: a loop spinning on a failing accept() uses it all. */

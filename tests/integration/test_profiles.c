@@ -43,17 +43,7 @@ static void restart_server(void)
 {
     assert_int_equal(gb_th_server_stop(&srv, SIGTERM, 10000), 0);
     assert_int_equal(start_server(), 0);
-    int status = 0;
-    for (int i = 0; i < 100 && status != 200; i++) {
-        gb_th_resp_t r;
-        gb_th_request(srv.port, "GET", "/readyz", NULL, NULL, 0, &r);
-        status = r.status;
-        gb_th_resp_free(&r);
-        if (status != 200) {
-            gb_th_sleep_ms(50);
-        }
-    }
-    assert_int_equal(status, 200);
+    assert_int_equal(gb_th_wait_status(srv.port, "/readyz", 200, 5000), 200);
 }
 
 static int setup(void **state)

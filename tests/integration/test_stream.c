@@ -55,20 +55,7 @@ static int srv_start(srv_t *s, const char *const *extra)
     }
     /* Reports are refused (503, as agents retry) until the pool's first connection is up:
      * wait for readiness so that every report below must be acknowledged. */
-    int64_t deadline = gb_time_mono_ms() + 10000;
-    for (;;) {
-        gb_th_resp_t r;
-        gb_th_request(s->proc.port, "GET", "/readyz", NULL, NULL, 0, &r);
-        int status = r.status;
-        gb_th_resp_free(&r);
-        if (status == 200) {
-            return 0;
-        }
-        if (gb_time_mono_ms() > deadline) {
-            return -1;
-        }
-        gb_th_sleep_ms(20);
-    }
+    return gb_th_wait_status(s->proc.port, "/readyz", 200, 10000) == 200 ? 0 : -1;
 }
 
 static int srv_stop(srv_t *s)

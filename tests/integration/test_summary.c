@@ -59,12 +59,7 @@ static json_t *run_sim(fixture_t *f, const char *args)
                               "--quiet --give-up 60 --start 2025-06-02T08:00:00Z %s",
                               GB_SIM, f->server.port, f->agent, f->truth_path, args),
                      0);
-    json_error_t e;
-    json_t *truth = json_load_file(f->truth_path, 0, &e);
-    if (truth == NULL) {
-        fail_msg("%s: %s", f->truth_path, e.text);
-    }
-    return truth;
+    return gb_th_load_json(f->truth_path);
 }
 
 /* GET path with the viewer token; the body must be a JSON object. raw (may be NULL) gets the

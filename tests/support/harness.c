@@ -616,6 +616,31 @@ json_t *gb_th_get_json(int port, const char *path, const char *token)
     return j;
 }
 
+json_t *gb_th_load_json(const char *path)
+{
+    json_error_t e;
+    json_t *j = json_load_file(path, 0, &e);
+    if (j == NULL) {
+        fail_msg("%s: %s", path, e.text);
+    }
+    return j;
+}
+
+int gb_th_wait_status(int port, const char *path, int want, unsigned timeout_ms)
+{
+    int64_t deadline = gb_time_mono_ms() + gb_th_scale_ms(timeout_ms);
+    for (;;) {
+        gb_th_resp_t r;
+        gb_th_request(port, "GET", path, NULL, NULL, 0, &r);
+        int status = r.status;
+        gb_th_resp_free(&r);
+        if (status == want || gb_time_mono_ms() >= deadline) {
+            return status;
+        }
+        gb_th_sleep_ms(100);
+    }
+}
+
 long gb_th_metric(int port, const char *name)
 {
     gb_th_resp_t r;

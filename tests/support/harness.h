@@ -101,6 +101,11 @@ json_t *gb_th_resp_json(const gb_th_resp_t *r);
 /* GET path as token; fails the running test unless the answer is 200 with a JSON body, which
  * it returns (the caller decrefs it). */
 json_t *gb_th_get_json(int port, const char *path, const char *token);
+/* The JSON file at path; fails the running test when it cannot be read or parsed. */
+json_t *gb_th_load_json(const char *path);
+/* Asks GET path (no token) until the answer is want, for up to timeout_ms (scaled by
+ * gb_th_scale_ms()), a tenth of a second apart; returns the last status (0: no answer). */
+int gb_th_wait_status(int port, const char *path, int want, unsigned timeout_ms);
 /* The value of the Prometheus line "name value" in the server's /metrics, or -1 when there is
  * none. Fails the running test when /metrics does not answer 200. */
 long gb_th_metric(int port, const char *name);

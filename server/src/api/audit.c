@@ -893,23 +893,15 @@ static void on_handover(gb_api_t *api, gb_http_req_t *req, const gb_auth_identit
 
 /* ---- export ---- */
 
-typedef struct export_op {
-    gb_pg_query_t query;
-    gb_http_req_t *req;
-    long long limit;
-    const char *params[3];
-} export_op_t;
-
 enum { X_ID, X_SERIAL, X_SEQ, X_AT, X_ACTOR, X_ACTION, X_DETAIL, X_PREV, X_HASH };
 
 static void on_export_loaded(gb_pg_query_t *q, int err, PGresult *const *results, size_t nresults)
 {
-    export_op_t *op = gb_container_of(q, export_op_t, query);
-    gb_http_req_t *req = op->req;
-    if (err != 0 || nresults != 1) {
-        gb_api__db_unavailable(req, err != 0 ? err : GB_EDB);
+    gb_api_page_op_t *op = gb_api__page_loaded(q, err, nresults);
+    if (op == NULL) {
         return;
     }
+    gb_http_req_t *req = op->req;
     const PGresult *res = results[0];
     int rows = PQntuples(res);
     gb_buf_t out;
@@ -954,24 +946,17 @@ static void on_export(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_
 {
     (void)who;
     gb_str_t v;
-    long long after = 0, limit = EXPORT_LIMIT_DEFAULT;
+    long long after, limit;
     int64_t since_ms = GB_TIME_NONE;
-    if (gb_http_req_query(req, "after_id", &v) && !gb_api__parse_int(v, 0, INT64_MAX, &after)) {
-        gb_api__bad_query(req, "after_id", "must be an integer of 0 or more");
-        return;
-    }
-    if (gb_http_req_query(req, "limit", &v) && !gb_api__parse_int(v, 1, EXPORT_LIMIT_MAX, &limit)) {
-        gb_api__bad_query(req, "limit", "must be an integer from 1 to 10000");
+    if (!gb_api__parse_page(req, "after_id", EXPORT_LIMIT_DEFAULT, EXPORT_LIMIT_MAX, &after,
+                            &limit)) {
         return;
     }
     if (gb_http_req_query(req, "since", &v) && !gb_time_parse_rfc3339(v.p, v.len, &since_ms)) {
         gb_api__bad_query(req, "since", "must be an RFC 3339 time such as 2026-11-24T08:00:00Z");
         return;
     }
-    export_op_t *op = gb_arena_alloc(&req->arena, sizeof(*op));
-    memset(op, 0, sizeof(*op));
-    op->req = req;
-    op->limit = limit;
+    gb_api_page_op_t *op = gb_api__page_op_new(req, limit);
     op->params[0] = gb_arena_sprintf(&req->arena, "%lld", after);
     op->params[1] = since_ms == GB_TIME_NONE
                         ? NULL

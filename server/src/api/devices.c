@@ -41,6 +41,44 @@ void gb_api__bad_query(gb_http_req_t *req, const char *field, const char *why)
     gb_http_respond_error(req, &e);
 }
 
+bool gb_api__parse_page(gb_http_req_t *req, const char *after_name, long long limit_default,
+                        long long limit_max, long long *after, long long *limit)
+{
+    gb_str_t v;
+    *after = 0;
+    *limit = limit_default;
+    if (gb_http_req_query(req, after_name, &v) && !gb_api__parse_int(v, 0, INT64_MAX, after)) {
+        gb_api__bad_query(req, after_name, "must be an integer of 0 or more");
+        return false;
+    }
+    if (gb_http_req_query(req, "limit", &v) && !gb_api__parse_int(v, 1, limit_max, limit)) {
+        char why[64];
+        snprintf(why, sizeof(why), "must be an integer from 1 to %lld", limit_max);
+        gb_api__bad_query(req, "limit", why);
+        return false;
+    }
+    return true;
+}
+
+gb_api_page_op_t *gb_api__page_op_new(gb_http_req_t *req, long long limit)
+{
+    gb_api_page_op_t *op = gb_arena_alloc(&req->arena, sizeof(*op));
+    memset(op, 0, sizeof(*op));
+    op->req = req;
+    op->limit = limit;
+    return op;
+}
+
+gb_api_page_op_t *gb_api__page_loaded(gb_pg_query_t *q, int err, size_t nresults)
+{
+    gb_api_page_op_t *op = gb_container_of(q, gb_api_page_op_t, query);
+    if (err != 0 || nresults != 1) {
+        gb_api__db_unavailable(op->req, err != 0 ? err : GB_EDB);
+        return NULL;
+    }
+    return op;
+}
+
 static void respond_bad_body(gb_http_req_t *req, const char *field, const char *why)
 {
     gb_error_t e;
@@ -396,21 +434,13 @@ static void on_detail(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_
 
 /* ---- events ---- */
 
-typedef struct events_op {
-    gb_pg_query_t query;
-    gb_http_req_t *req;
-    long long limit;
-    const char *params[3];
-} events_op_t;
-
 static void on_events_loaded(gb_pg_query_t *q, int err, PGresult *const *results, size_t nresults)
 {
-    events_op_t *op = gb_container_of(q, events_op_t, query);
-    gb_http_req_t *req = op->req;
-    if (err != 0 || nresults != 1) {
-        gb_api__db_unavailable(req, err != 0 ? err : GB_EDB);
+    gb_api_page_op_t *op = gb_api__page_loaded(q, err, nresults);
+    if (op == NULL) {
         return;
     }
+    gb_http_req_t *req = op->req;
     const PGresult *res = results[0];
     int rows = PQntuples(res);
     bool more = rows > op->limit;
@@ -450,24 +480,16 @@ static void on_events_loaded(gb_pg_query_t *q, int err, PGresult *const *results
 static void on_events(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_t *who)
 {
     (void)who;
-    gb_str_t v;
-    long long after = 0, limit = EVENTS_LIMIT_DEFAULT;
-    if (gb_http_req_query(req, "after_seq", &v) && !gb_api__parse_int(v, 0, INT64_MAX, &after)) {
-        gb_api__bad_query(req, "after_seq", "must be an integer of 0 or more");
-        return;
-    }
-    if (gb_http_req_query(req, "limit", &v) && !gb_api__parse_int(v, 1, EVENTS_LIMIT_MAX, &limit)) {
-        gb_api__bad_query(req, "limit", "must be an integer from 1 to 1000");
+    long long after, limit;
+    if (!gb_api__parse_page(req, "after_seq", EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX, &after,
+                            &limit)) {
         return;
     }
     gb_fleet_dev_t *fd = gb_api__find_or_404(api, req);
     if (fd == NULL) {
         return;
     }
-    events_op_t *op = gb_arena_alloc(&req->arena, sizeof(*op));
-    memset(op, 0, sizeof(*op));
-    op->req = req;
-    op->limit = limit;
+    gb_api_page_op_t *op = gb_api__page_op_new(req, limit);
     op->params[0] = gb_arena_strndup(&req->arena, fd->key, strlen(fd->key));
     char num[24];
     snprintf(num, sizeof(num), "%lld", after);

@@ -106,6 +106,23 @@ void gb_api__db_unavailable(gb_http_req_t *req, int err);
 void gb_api__bad_query(gb_http_req_t *req, const char *field, const char *why);
 /* devices.c: a decimal integer in [min, max]; false for anything else. */
 bool gb_api__parse_int(gb_str_t s, long long min, long long max, long long *out);
+/* devices.c: a paged read from the database: its query, the request it answers, the page size
+ * asked for and the query's parameters. */
+typedef struct gb_api_page_op {
+    gb_pg_query_t query;
+    gb_http_req_t *req;
+    long long limit;
+    const char *params[3];
+} gb_api_page_op_t;
+/* devices.c: reads the query parameters after_name (an integer of 0 or more; 0 when absent) and
+ * limit (1 to limit_max; limit_default when absent); answers 400 naming the parameter and
+ * returns false on a bad one. */
+bool gb_api__parse_page(gb_http_req_t *req, const char *after_name, long long limit_default,
+                        long long limit_max, long long *after, long long *limit);
+/* devices.c: a page op for req (in its arena, limit set, parameters NULL). */
+gb_api_page_op_t *gb_api__page_op_new(gb_http_req_t *req, long long limit);
+/* devices.c: the page op q belongs to, or NULL after answering 503 when its query failed. */
+gb_api_page_op_t *gb_api__page_loaded(gb_pg_query_t *q, int err, size_t nresults);
 /* devices.c: the device the route's {serial} names, or NULL after answering 404 not_found. */
 gb_fleet_dev_t *gb_api__find_or_404(gb_api_t *api, gb_http_req_t *req);
 /* devices.c: answers req with fd's detail (its recent actions read from the database). */
