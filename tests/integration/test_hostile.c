@@ -33,24 +33,6 @@
 #define BODY_TIMEOUT_MS   1000
 #define IDLE_TIMEOUT_MS   2000
 
-/* Freed memory the server's AddressSanitizer holds back (its RSS grows by this much). */
-#if defined(__SANITIZE_ADDRESS__)
-#define QUARANTINE_MB 16
-#else
-#define QUARANTINE_MB 0
-#endif
-/* Freed memory valgrind's memcheck holds back from reuse, when the server runs under it
- * (--freelist-vol, 20 MB unless set; set here as the quarantine is above). */
-#define FREELIST_MB 4
-
-/* What the server's RSS may grow by besides the program's own memory: the quarantine, or under
- * memcheck twice its freed-block volume (the blocks themselves, memcheck's shadow of them and
- * its allocator's slack; measured, the growth stays within the volume). */
-static long held_mb(void)
-{
-    return QUARANTINE_MB + (gb_th_valgrind() ? 2L * FREELIST_MB : 0);
-}
-
 static gb_th_server_t server;
 static char db_url[512];
 static char *agent_token;
@@ -67,24 +49,9 @@ static int setup(void **state)
     if (agent_token == NULL || viewer_token == NULL) {
         return -1;
     }
-#if defined(__SANITIZE_ADDRESS__)
-    /* AddressSanitizer keeps up to 256 MB of freed memory away from reuse, which the memory
-     * bound below would count as growth; a small quarantine still catches use after free. */
-    char opts[1024];
-    const char *old = getenv("ASAN_OPTIONS");
-    snprintf(opts, sizeof(opts), "%s%squarantine_size_mb=%d", old != NULL ? old : "",
-             old != NULL && old[0] != '\0' ? ":" : "", QUARANTINE_MB);
-    setenv("ASAN_OPTIONS", opts, 1);
-#endif
-    if (gb_th_valgrind()) {
-        /* Memcheck keeps 20 MB of freed blocks from reuse, which the memory bound below would
-         * count as growth; a few MB still catch a use after free. */
-        char vg_opts[1024];
-        const char *vg_old = getenv("VALGRIND_OPTS");
-        snprintf(vg_opts, sizeof(vg_opts), "%s%s--freelist-vol=%d", vg_old != NULL ? vg_old : "",
-                 vg_old != NULL && vg_old[0] != '\0' ? " " : "", FREELIST_MB << 20);
-        setenv("VALGRIND_OPTS", vg_opts, 1);
-    }
+    /* Freed memory held back by AddressSanitizer or memcheck would count as growth in the
+     * memory bound below. */
+    gb_th_hold_little_freed_memory();
     char web[600], header_timeout[16], body_timeout[16], idle_timeout[16];
     snprintf(web, sizeof(web), "%s/web", GB_SOURCE_DIR);
     snprintf(header_timeout, sizeof(header_timeout), "%ums", gb_th_scale_ms(HEADER_TIMEOUT_MS));
@@ -481,9 +448,10 @@ static void test_flood_of_bad_requests_gets_4xx_in_bounded_memory(void **state)
      * a wave's 112 connections need a few MB at most, and the server is back near where it
      * began between waves. Holding the oversized bodies of one wave alone (16 MiB) breaks
      * the bound, and so does keeping a few kB of every request of the flood. What a sanitizer
-     * or memcheck holds back (held_mb()) comes on top: the bound is that much looser there. */
-    assert_true(hwm1 - rss0 < (16L + held_mb()) * 1024);
-    assert_true(rss1 - rss0 < (8L + held_mb()) * 1024);
+     * or memcheck holds back (gb_th_held_mb()) comes on top: the bound is that much looser there.
+     */
+    assert_true(hwm1 - rss0 < (16L + gb_th_held_mb()) * 1024);
+    assert_true(rss1 - rss0 < (8L + gb_th_held_mb()) * 1024);
 
     /* Still serving. */
     gb_th_resp_t r;

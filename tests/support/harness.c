@@ -616,6 +616,41 @@ json_t *gb_th_get_json(int port, const char *path, const char *token)
     return j;
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define QUARANTINE_MB 16
+#else
+#define QUARANTINE_MB 0
+#endif
+#define FREELIST_MB 4
+
+long gb_th_held_mb(void)
+{
+    return QUARANTINE_MB + (gb_th_valgrind() ? 2L * FREELIST_MB : 0);
+}
+
+/* Appends opt to the options in the environment variable var (sep between two options). */
+static void env_append(const char *var, const char *sep, const char *opt)
+{
+    char buf[1024];
+    const char *old = getenv(var);
+    snprintf(buf, sizeof(buf), "%s%s%s", old != NULL ? old : "",
+             old != NULL && old[0] != '\0' ? sep : "", opt);
+    setenv(var, buf, 1);
+}
+
+void gb_th_hold_little_freed_memory(void)
+{
+    char opt[64];
+#if defined(__SANITIZE_ADDRESS__)
+    snprintf(opt, sizeof(opt), "quarantine_size_mb=%d", QUARANTINE_MB);
+    env_append("ASAN_OPTIONS", ":", opt);
+#endif
+    if (gb_th_valgrind()) {
+        snprintf(opt, sizeof(opt), "--freelist-vol=%d", FREELIST_MB << 20);
+        env_append("VALGRIND_OPTS", " ", opt);
+    }
+}
+
 json_t *gb_th_load_json(const char *path)
 {
     json_error_t e;

@@ -101,6 +101,15 @@ json_t *gb_th_resp_json(const gb_th_resp_t *r);
 /* GET path as token; fails the running test unless the answer is 200 with a JSON body, which
  * it returns (the caller decrefs it). */
 json_t *gb_th_get_json(int port, const char *path, const char *token);
+/* Freed memory that the gloveboxd processes started after gb_th_hold_little_freed_memory() may
+ * keep from reuse besides the program's own, in MB: AddressSanitizer's quarantine in an ASan
+ * build, and under valgrind twice memcheck's freed-block volume (the blocks, memcheck's shadow
+ * of them and its allocator's slack); 0 otherwise. A bound on such a server's RSS adds it. */
+long gb_th_held_mb(void);
+/* Lowers what gb_th_held_mb() counts, for the servers started from now on (ASAN_OPTIONS,
+ * VALGRIND_OPTS): the defaults (256 MB, 20 MB) would swamp a bound on their RSS, while a few
+ * MB still catch a use after free. */
+void gb_th_hold_little_freed_memory(void);
 /* The JSON file at path; fails the running test when it cannot be read or parsed. */
 json_t *gb_th_load_json(const char *path);
 /* Asks GET path (no token) until the answer is want, for up to timeout_ms (scaled by
