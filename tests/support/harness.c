@@ -233,6 +233,9 @@ int gb_th_server_start(gb_th_server_t *s, const char *db_url, const char *const 
     mkdir(s->log_path, 0755);
     snprintf(s->log_path, sizeof(s->log_path), "%s-logs/gloveboxd-%d-%u.log", GB_PGDIR,
              (int)getpid(), counter++);
+    /* A process ID comes round again in a long run: a log of that name may be an earlier test's,
+     * whose "listening ... port=" the wait below must not read before the child truncates it. */
+    unlink(s->log_path);
     bool valgrind = gb_th_valgrind();
     if (valgrind) {
         n = valgrind_argv(s, argv, log_opt, sizeof(log_opt));
