@@ -270,6 +270,99 @@ static void test_pipeline_error_fails_whole_query_and_commits_nothing(void **sta
     close_pool(fx);
 }
 
+/* Prepared statements: the SQL texts are static, as the layer requires. */
+static const char PREP_INSERT[] = "INSERT INTO items SELECT * FROM unnest($1::int[])";
+static const char PREP_COUNT[] = "SELECT count(*) FROM items WHERE id > $1::int";
+static const char PREP_LATE[] = "SELECT count(*) FROM late WHERE id > $1::int";
+
+/* The names this session has prepared, "gb_p0,gb_p1,..." ("" for none), asked on the same
+ * connection (the pool has one). */
+static void prepared_names(fx_t *fx, gb_tdb_op_t *op, const char *want)
+{
+    query(fx, op,
+          "SELECT coalesce(string_agg(name, ',' ORDER BY name), '') FROM pg_prepared_statements");
+    assert_int_equal(op->err, 0);
+    assert_string_equal(op->row[0], want);
+}
+
+/* BEGIN; insert ids; count ids above `above`; COMMIT, with both middle statements prepared. */
+static void insert_and_count(fx_t *fx, gb_tdb_op_t *op, const char *ids, const char *above)
+{
+    static const char *p_ids[1], *p_above[1];
+    p_ids[0] = ids;
+    p_above[0] = above;
+    gb_tdb_op_reset(op);
+    gb_pg_query_init(&op->q, "BEGIN", 0, NULL, gb_tdb_on_op);
+    gb_pg_query_add_prepared(&op->q, PREP_INSERT, 1, p_ids);
+    gb_pg_query_add_prepared(&op->q, PREP_COUNT, 1, p_above);
+    gb_pg_query_add(&op->q, "COMMIT", 0, NULL);
+    run_op(fx, op);
+}
+
+static void test_prepared_statements_are_parsed_once_per_session(void **state)
+{
+    fx_t *fx = *state;
+    gb_tdb_op_t op = {0};
+
+    assert_true(gb_tdb_exec(fx->db.url, "CREATE TABLE items (id int PRIMARY KEY)"));
+    open_pool(fx, fx->db.url, 1, 4, 5000);
+    wait_up(fx);
+    prepared_names(fx, &op, "");
+
+    /* The first run prepares both in its own pipeline; the Parse results are not the
+     * caller's: one result per statement, as without preparing. */
+    insert_and_count(fx, &op, "{1,2,3}", "1");
+    assert_int_equal(op.err, 0);
+    assert_int_equal(op.nresults, 4);
+    assert_string_equal(op.cmd_tuples[1], "3");
+    assert_string_equal(op.row[2], "2");
+    prepared_names(fx, &op, "gb_p0,gb_p1");
+
+    /* Later runs bind and execute them (preparing again would fail: the names exist). */
+    insert_and_count(fx, &op, "{4,5}", "0");
+    assert_int_equal(op.err, 0);
+    assert_int_equal(op.nresults, 4);
+    assert_string_equal(op.row[2], "5");
+    prepared_names(fx, &op, "gb_p0,gb_p1");
+
+    /* A statement that fails to prepare fails its query, and is prepared afresh next time. */
+    const char *zero[1] = {"0"};
+    gb_tdb_op_reset(&op);
+    gb_pg_query_init(&op.q, "SELECT 1", 0, NULL, gb_tdb_on_op);
+    gb_pg_query_add_prepared(&op.q, PREP_LATE, 1, zero);
+    run_op(fx, &op);
+    assert_int_equal(op.err, GB_EDB);
+    assert_string_equal(op.sqlstate, "42P01");
+    prepared_names(fx, &op, "gb_p0,gb_p1");
+    assert_true(gb_tdb_exec(fx->db.url, "CREATE TABLE late (id int); INSERT INTO late VALUES (7)"));
+    /* Twice in one pipeline: one Parse, two executions. */
+    gb_tdb_op_reset(&op);
+    gb_pg_query_init(&op.q, "SELECT 1", 0, NULL, gb_tdb_on_op);
+    gb_pg_query_add_prepared(&op.q, PREP_LATE, 1, zero);
+    gb_pg_query_add_prepared(&op.q, PREP_LATE, 1, zero);
+    run_op(fx, &op);
+    assert_int_equal(op.err, 0);
+    assert_int_equal(op.nresults, 3);
+    assert_string_equal(op.row[1], "1");
+    assert_string_equal(op.row[2], "1");
+    prepared_names(fx, &op, "gb_p0,gb_p1,gb_p2");
+
+    /* A new session (the old one killed) starts from none and prepares again. */
+    assert_true(gb_tdb_exec(fx->db.url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                        "WHERE datname = current_database() "
+                                        "AND pid <> pg_backend_pid()"));
+    int64_t deadline = gb_time_mono_ms() + 10000;
+    do {
+        insert_and_count(fx, &op, "{6}", "5");
+    } while (op.err == GB_EDBDOWN && gb_time_mono_ms() < deadline &&
+             gb_tdb_run_until(&fx->loop, pool_up, fx, 5000));
+    assert_int_equal(op.err, 0);
+    assert_string_equal(op.row[2], "1");
+    prepared_names(fx, &op, "gb_p0,gb_p1");
+    gb_tdb_op_reset(&op);
+    close_pool(fx);
+}
+
 static bool depth_is_two(void *arg)
 {
     return gb_pg_queue_depth(((fx_t *)arg)->pg) == 2;
@@ -676,6 +769,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_pipeline_error_fails_whole_query_and_commits_nothing,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prepared_statements_are_parsed_once_per_session, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_queue_cap_returns_busy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_statement_timeout_merges_with_user_options, setup,
                                         teardown),

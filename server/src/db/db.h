@@ -21,7 +21,8 @@
 typedef struct gb_pg gb_pg_t;
 typedef struct gb_pg_query gb_pg_query_t;
 
-#define GB_PG_MAX_STMTS 8
+#define GB_PG_MAX_STMTS    8
+#define GB_PG_PREPARED_MAX 16
 
 /* err is 0 on success; then results[i] holds statement i's result (borrowed: the db layer
  * PQclear()s them after the callback returns). On failure err is GB_EDBDOWN (connection lost,
@@ -39,6 +40,8 @@ typedef struct gb_pg_stmt {
     const int *lengths;        /* may be NULL (text parameters) */
     const int *formats;        /* may be NULL (all text); 1 marks a binary parameter, whose
                                   bytes are values[i] with length lengths[i] */
+    bool prepare; /* a hot statement: each connection prepares it once and then only binds and
+                     executes it (sql must have static storage: it is the cache's key) */
 } gb_pg_stmt_t;
 
 struct gb_pg_query {
@@ -60,6 +63,13 @@ void gb_pg_query_init(gb_pg_query_t *q, const char *sql, int nparams, const char
                       gb_pg_query_cb cb);
 /* Adds a statement; asserts that fewer than GB_PG_MAX_STMTS are there. */
 void gb_pg_query_add(gb_pg_query_t *q, const char *sql, int nparams, const char *const *values);
+/* Adds a statement that each connection prepares the first time it runs it (named, in the same
+ * pipeline) and runs prepared from then on: the server parses and plans it once per session
+ * instead of every time. sql must be a string literal or other static text: the connection
+ * recognises it by its address. At most GB_PG_PREPARED_MAX statements per connection are kept;
+ * beyond that a statement runs unprepared. A reconnection starts again from none. */
+void gb_pg_query_add_prepared(gb_pg_query_t *q, const char *sql, int nparams,
+                              const char *const *values);
 
 typedef enum gb_pg_state {
     GB_PG_DOWN = 0, /* no connection is up; submissions fail with GB_EDBDOWN */

@@ -90,8 +90,17 @@ struct gb_pg_conn {
     bool query_down;        /* ... and that error means the database is unavailable */
     unsigned backoff_ms;    /* delay before the next attempt after a failure */
     unsigned failures;      /* consecutive failed attempts, to log the first one loudly */
-    size_t results_ended;   /* statements of the current query whose results are complete */
-    char addr[32];          /* "conn=<id>" for log lines */
+    size_t results_ended;   /* result sets of the current query that are complete */
+    size_t result_sets;     /* result sets the current query's pipeline gives before its sync */
+    /* What each result set of the current query is: -1 a statement's (handed to the caller),
+     * else the slot in prepared[] whose Parse it answers. */
+    int8_t result_kind[2 * GB_PG_MAX_STMTS];
+    /* Statements prepared on this session as "gb_p<slot>", by their static text, in the order
+     * they were prepared; prepared_ok[i] once the server has confirmed slot i. */
+    const char *prepared[GB_PG_PREPARED_MAX];
+    bool prepared_ok[GB_PG_PREPARED_MAX];
+    unsigned nprepared;
+    char addr[32]; /* "conn=<id>" for log lines */
 };
 
 struct gb_pg {

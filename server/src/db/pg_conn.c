@@ -155,6 +155,7 @@ static void start_connect(gb_pg_conn_t *c)
     c->pg = PQconnectStartParams((const char *const *)pool->params.keywords,
                                  (const char *const *)pool->params.values, 0);
     GB_ASSERT(c->pg != NULL); /* NULL only when libpq cannot allocate */
+    c->nprepared = 0;         /* a new session has no prepared statements */
     PQsetNoticeReceiver(c->pg, gb_pg__log_notice, c->addr);
     if (PQstatus(c->pg) == CONNECTION_BAD) {
         conn_fail(c, NULL, PQerrorMessage(c->pg));
@@ -246,12 +247,14 @@ static void flush_and_arm(gb_pg_conn_t *c)
     }
 }
 
-/* Starts the I/O of a pipeline of nstmts statements just queued in libpq. */
-static void start_io(gb_pg_conn_t *c, size_t nstmts)
+/* Starts the I/O of a pipeline of nstmts statements (result_sets result sets: one per
+ * statement and one per Parse of a statement being prepared) just queued in libpq. */
+static void start_io(gb_pg_conn_t *c, size_t nstmts, size_t result_sets)
 {
     const gb_pg_config_t *cfg = &c->pool->cfg;
 
     c->results_ended = 0;
+    c->result_sets = result_sets;
     if (cfg->query_timeout_ms > 0) {
         /* The server cancels each statement after query_timeout_ms. The watchdog covers a
          * server that cannot answer at all (network gone, host frozen) without a reset the
@@ -280,6 +283,34 @@ static void become_idle(gb_pg_conn_t *c)
 }
 
 /* The sync of the query in flight arrived: every statement has answered. */
+/* The slot of sql among the session's prepared statements, a new one (*is_new) when it has none
+ * and there is room, or -1. */
+static int prepared_slot(gb_pg_conn_t *c, const char *sql, bool *is_new)
+{
+    *is_new = false;
+    for (unsigned i = 0; i < c->nprepared; i++) {
+        if (c->prepared[i] == sql) {
+            return (int)i;
+        }
+    }
+    if (c->nprepared == GB_PG_PREPARED_MAX) {
+        return -1;
+    }
+    *is_new = true;
+    c->prepared[c->nprepared] = sql;
+    c->prepared_ok[c->nprepared] = false;
+    return (int)c->nprepared++;
+}
+
+/* Forgets the statements whose Parse the server did not confirm (the pipeline failed before
+ * or at it). Those are the last ones added: a pipeline stops at its first error. */
+static void drop_unconfirmed(gb_pg_conn_t *c)
+{
+    while (c->nprepared > 0 && !c->prepared_ok[c->nprepared - 1]) {
+        c->nprepared--;
+    }
+}
+
 static void query_done(gb_pg_conn_t *c)
 {
     gb_pg_t *pool = c->pool;
@@ -302,6 +333,7 @@ static void query_done(gb_pg_conn_t *c)
         become_idle(c);
         return;
     }
+    drop_unconfirmed(c);
     c->current = NULL;
     int err = !c->query_failed ? 0 : c->query_down ? GB_EDBDOWN : GB_EDB;
     if (ts != PQTRANS_IDLE && !pool->closing) {
@@ -310,7 +342,7 @@ static void query_done(gb_pg_conn_t *c)
          * commit: roll back before the connection serves anyone else. */
         c->rolling_back = true;
         if (send_rollback(c)) {
-            start_io(c, 1);
+            start_io(c, 1, 1);
         } else {
             conn_fail(c, "send", PQerrorMessage(c->pg));
         }
@@ -346,18 +378,18 @@ static void record_error(gb_pg_conn_t *c, const PGresult *res)
  * PGRES_PIPELINE_ABORTED and the first error is what the caller gets. */
 static void collect_results(gb_pg_conn_t *c)
 {
-    size_t expected = c->current != NULL ? c->current->nstmts : 1;
-
     while (!PQisBusy(c->pg)) {
         PGresult *res = PQgetResult(c->pg);
         if (res == NULL) {
-            if (++c->results_ended > expected) {
+            if (++c->results_ended > c->result_sets) {
                 conn_fail(c, "protocol", "more result sets than statements");
                 return;
             }
             continue;
         }
         gb_pg_query_t *q = c->current;
+        int kind =
+            q != NULL && c->results_ended < c->result_sets ? c->result_kind[c->results_ended] : -1;
         switch (PQresultStatus(res)) {
         case PGRES_PIPELINE_SYNC:
             PQclear(res);
@@ -366,7 +398,9 @@ static void collect_results(gb_pg_conn_t *c)
         case PGRES_COMMAND_OK:
         case PGRES_TUPLES_OK:
         case PGRES_EMPTY_QUERY:
-            if (q != NULL && !c->query_failed && q->nresults < q->nstmts) {
+            if (kind >= 0) {
+                c->prepared_ok[kind] = true; /* a Parse: the statement is there from now on */
+            } else if (q != NULL && !c->query_failed && q->nresults < q->nstmts) {
                 q->results[q->nresults++] = res;
                 res = NULL;
             }
@@ -504,6 +538,29 @@ void gb_pg__conn_start(gb_pg_conn_t *c)
     uv_timer_start(&c->timer, on_conn_timer, 0, 0);
 }
 
+/* Queues one statement in libpq: prepared by name when asked for (with its Parse first, the
+ * first time on this session), else with its text. Records what its result sets are. */
+static bool send_stmt(gb_pg_conn_t *c, const gb_pg_stmt_t *s, size_t *sets)
+{
+    bool is_new = false;
+    int slot = s->prepare ? prepared_slot(c, s->sql, &is_new) : -1;
+    if (slot < 0) {
+        c->result_kind[(*sets)++] = -1;
+        return PQsendQueryParams(c->pg, s->sql, s->nparams, NULL, s->values, s->lengths, s->formats,
+                                 0) == 1;
+    }
+    char name[16];
+    snprintf(name, sizeof(name), "gb_p%d", slot);
+    if (is_new) {
+        c->result_kind[(*sets)++] = (int8_t)slot;
+        if (PQsendPrepare(c->pg, name, s->sql, s->nparams, NULL) != 1) {
+            return false;
+        }
+    }
+    c->result_kind[(*sets)++] = -1;
+    return PQsendQueryPrepared(c->pg, name, s->nparams, s->values, s->lengths, s->formats, 0) == 1;
+}
+
 void gb_pg__conn_dispatch(gb_pg_conn_t *c, gb_pg_query_t *q)
 {
     GB_ASSERT(c->state == GB_PG_CONN_IDLE && c->current == NULL);
@@ -513,10 +570,9 @@ void gb_pg__conn_dispatch(gb_pg_conn_t *c, gb_pg_query_t *q)
     q->nresults = 0;
     q->error[0] = '\0';
     q->sqlstate[0] = '\0';
+    size_t sets = 0;
     for (size_t i = 0; i < q->nstmts; i++) {
-        const gb_pg_stmt_t *s = &q->stmts[i];
-        if (PQsendQueryParams(c->pg, s->sql, s->nparams, NULL, s->values, s->lengths, s->formats,
-                              0) != 1) {
+        if (!send_stmt(c, &q->stmts[i], &sets)) {
             conn_fail(c, "send", PQerrorMessage(c->pg));
             return;
         }
@@ -525,7 +581,7 @@ void gb_pg__conn_dispatch(gb_pg_conn_t *c, gb_pg_query_t *q)
         conn_fail(c, "send", PQerrorMessage(c->pg));
         return;
     }
-    start_io(c, q->nstmts);
+    start_io(c, q->nstmts, sets);
 }
 
 void gb_pg__conn_close(gb_pg_conn_t *c)

@@ -33,6 +33,14 @@ void gb_pg_query_add(gb_pg_query_t *q, const char *sql, int nparams, const char 
     s->values = values;
     s->lengths = NULL;
     s->formats = NULL;
+    s->prepare = false;
+}
+
+void gb_pg_query_add_prepared(gb_pg_query_t *q, const char *sql, int nparams,
+                              const char *const *values)
+{
+    gb_pg_query_add(q, sql, nparams, values);
+    q->stmts[q->nstmts - 1].prepare = true;
 }
 
 static void queue_push(gb_pg_t *pg, gb_pg_query_t *q)
