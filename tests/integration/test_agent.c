@@ -141,7 +141,7 @@ static long long count_events(PGconn *c, const char *serial)
 
 static long long count_all(PGconn *c, const char *table)
 {
-    char sql[64];
+    char sql[256];
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s", table);
     return query_int(c, sql, 0, NULL);
 }
@@ -1193,14 +1193,21 @@ static void test_body_limits(void **state)
  * stored after them, so every device shows what it showed before. */
 static void test_a_restart_shows_the_same_states(void **state)
 {
-    static const char *const serials[] = {"PF3RETRY1", "PF3TWIN01", "PF3GAP01", "NEVER-IMPORTED-7"};
+    /* At least one device has a stored snapshot that lags its stored messages, or this proves
+     * nothing (which devices lag depends on where each one's snapshots fall). */
+    char *lagging = query_text(main_srv.db,
+                               "SELECT min(serial) FROM devices d WHERE snap_seq < "
+                               "(SELECT max(seq) FROM events e WHERE e.serial = d.serial)",
+                               0, NULL);
+    assert_non_null(lagging);
+    assert_true(lagging[0] != '\0');
+    const char *const serials[] = {"PF3RETRY1", "PF3TWIN01", "PF3GAP01", "NEVER-IMPORTED-7",
+                                   lagging};
     char *before[GB_ARRAY_LEN(serials)];
     const char *extra[] = {"--log-level", "info", NULL};
     for (size_t i = 0; i < GB_ARRAY_LEN(serials); i++) {
         before[i] = derived(&main_srv, serials[i]);
     }
-    /* At least one device's stored snapshot lags its messages, or this proves nothing. */
-    assert_true(count_all(main_srv.db, "devices WHERE snap_seq < max_seq") > 0);
     assert_int_equal(gb_th_server_stop(&main_srv.proc, SIGKILL, 10000), 128 + SIGKILL);
     assert_int_equal(gb_th_server_start(&main_srv.proc, main_srv.url, extra), 0);
     for (size_t i = 0; i < GB_ARRAY_LEN(serials); i++) {
@@ -1211,34 +1218,95 @@ static void test_a_restart_shows_the_same_states(void **state)
         free(after);
         free(before[i]);
     }
-    /* The stored row and stage runs lagged the replayed state: the device's next report brings
-     * them up to date. */
-    const char *p[] = {"PF3RETRY1"};
+    /* The lagging device's stored row and stage runs lagged the replayed state: its next report
+     * brings them up to date. */
+    const char *p[] = {lagging};
+    long long seq =
+        query_int(main_srv.db, "SELECT max(seq) + 1 FROM events WHERE serial = $1", 1, p);
+    char *view = shown(&main_srv, lagging);
+    json_t *j = json_loads(view, 0, NULL);
+    assert_non_null(j);
     json_t *hb = json_array();
-    json_array_append_new(hb, msg(41, at_ms("2026-11-24T09:00:00.000Z"), "heartbeat"));
-    char *body = body_of("PF3RETRY1", hb, 0, 1);
+    /* Five seconds after the last message, on the device's clock. */
+    json_t *seen = json_object_get(j, "last_seen");
+    assert_true(json_is_string(seen));
+    json_array_append_new(hb,
+                          msg((uint64_t)seq, at_ms(json_string_value(seen)) + 5000, "heartbeat"));
+    char *body = body_of(lagging, hb, 0, 1);
     gb_th_resp_t r;
     post(&main_srv, body, &r);
-    assert_reply(&r, 41, "provisioning", "device_setup");
+    assert_reply(&r, seq, json_string_value(json_object_get(j, "status")),
+                 json_string_value(json_object_get(j, "stage")));
     gb_th_resp_free(&r);
     free(body);
     json_decref(hb);
     assert_int_equal(query_int(main_srv.db, "SELECT max_seq FROM devices WHERE serial = $1", 1, p),
-                     41);
-    char *view = shown(&main_srv, "PF3RETRY1");
-    json_t *j = json_loads(view, 0, NULL);
-    assert_non_null(j);
+                     seq);
+    json_t *timeline = json_object_get(j, "timeline");
+    assert_true(json_array_size(timeline) > 0);
     assert_int_equal(
         query_int(main_srv.db, "SELECT count(*) FROM stage_runs WHERE serial = $1", 1, p),
-        (long long)json_array_size(json_object_get(j, "timeline")));
+        (long long)json_array_size(timeline));
+    json_t *run = json_array_get(timeline, json_array_size(timeline) - 1);
+    char want[128];
+    snprintf(want, sizeof(want), "%s:%s", json_string_value(json_object_get(run, "stage")),
+             json_string_value(json_object_get(run, "state")));
     char *last = query_text(main_srv.db,
                             "SELECT stage || ':' || state FROM stage_runs WHERE serial = $1 "
                             "ORDER BY idx DESC LIMIT 1",
                             1, p);
-    assert_string_equal(last, "device_setup:started");
+    assert_string_equal(last, want);
     free(last);
     json_decref(j);
     free(view);
+    free(lagging);
+}
+
+/* Devices that report in step (each sends its next messages in turn, as a fleet started
+ * together does) do not all store their snapshots in the same batches: the snapshots end at
+ * different seqs, and none lags its device by SNAPSHOT_EVERY (32) messages or more. */
+static void test_devices_in_step_spread_their_snapshots(void **state)
+{
+    (void)state;
+    enum { DEVICES = 32, ROUNDS = 10, PER_REQUEST = 4 };
+    int64_t t0 = at_ms("2026-11-24T08:00:00.000Z");
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int d = 0; d < DEVICES; d++) {
+            char serial[32];
+            snprintf(serial, sizeof(serial), "PF3STEP%02d", d);
+            json_t *msgs = json_array();
+            for (int i = 0; i < PER_REQUEST; i++) {
+                uint64_t seq = (uint64_t)(round * PER_REQUEST + i + 1);
+                int64_t at = t0 + (int64_t)seq * 5000;
+                json_array_append_new(msgs,
+                                      seq == 1 ? hello_msg(seq, at) : msg(seq, at, "heartbeat"));
+            }
+            char *body = body_of(serial, msgs, 0, PER_REQUEST);
+            gb_th_resp_t r;
+            post(&main_srv, body, &r);
+            assert_int_equal(r.status, 200);
+            gb_th_resp_free(&r);
+            free(body);
+            json_decref(msgs);
+        }
+    }
+    /* The stored rows lag too (written with a snapshot or a change that people query by):
+     * the stored messages say how far each device is. */
+    assert_int_equal(count_all(main_srv.db, "devices WHERE serial LIKE 'PF3STEP%'"), DEVICES);
+    assert_int_equal(count_all(main_srv.db, "events WHERE serial LIKE 'PF3STEP%'"),
+                     DEVICES * ROUNDS * PER_REQUEST);
+    assert_int_equal(count_all(main_srv.db, "devices d WHERE serial LIKE 'PF3STEP%' AND "
+                                            "snap_seq <= (SELECT max(seq) FROM events e "
+                                            "WHERE e.serial = d.serial) - 32"),
+                     0);
+    /* In step, every device would otherwise take its second snapshot at seq 36. */
+    long long distinct = query_int(main_srv.db,
+                                   "SELECT count(DISTINCT snap_seq) FROM devices "
+                                   "WHERE serial LIKE 'PF3STEP%'",
+                                   0, NULL);
+    print_message("snapshots of %d devices in step end at %lld different seqs\n", DEVICES,
+                  distinct);
+    assert_true(distinct >= 4);
 }
 
 int main(void)
@@ -1253,6 +1321,7 @@ int main(void)
         cmocka_unit_test(test_an_unknown_serial_is_accepted_and_flagged_not_imported),
         cmocka_unit_test(test_body_limits),
         cmocka_unit_test(test_a_restart_shows_the_same_states),
+        cmocka_unit_test(test_devices_in_step_spread_their_snapshots),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

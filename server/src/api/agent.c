@@ -69,11 +69,11 @@ static const char SQL_UPSERT_DEVICES[] =
     "updated_at = now()";
 
 /* A device's snapshot (its whole state as JSON, a kilobyte or more) is written when the device
- * is new, after an action or a rebuild, and otherwise once every SNAPSHOT_EVERY messages; its
- * row's other columns and its stage runs are written with it, and whenever its status, attempt,
- * diagnosis or slot changes (row_changed). snap_seq says which seq the stored snapshot reaches;
- * at start the messages above it are replayed onto it (fleet.c). The events are written every
- * time: they are the truth, and the reply waits for them. */
+ * is new, after an action or a rebuild, and otherwise once every SNAPSHOT_EVERY messages
+ * (snapshot_due); its row's other columns and its stage runs are written with it, and whenever
+ * its status, attempt, diagnosis or slot changes (row_changed). snap_seq says which seq the
+ * stored snapshot reaches; at start the messages above it are replayed onto it (fleet.c). The
+ * events are written every time: they are the truth, and the reply waits for them. */
 #define SNAPSHOT_EVERY 32
 
 static const char SQL_INSERT_ACTIONS[] =
@@ -288,6 +288,18 @@ static bool row_changed(const gb_dev_t *before, const gb_dev_t *after)
     return before->slot != NULL && strcmp(before->slot, after->slot) != 0;
 }
 
+/* Whether a device's snapshot is due: each time its count of applied messages, shifted by a
+ * phase of its own (from its serial's hash), passes a multiple of SNAPSHOT_EVERY. So at most
+ * SNAPSHOT_EVERY messages lie between two snapshots, and devices that report in step (a fleet
+ * started together, a benchmark's round-robin) spread their snapshots evenly over the batches
+ * instead of all writing theirs in the same few, which would make those batches slow. */
+static bool snapshot_due(const gb_fleet_dev_t *fd)
+{
+    uint64_t phase = fd->hh.hashv % SNAPSHOT_EVERY;
+    return (fd->work->n_applied + phase) / SNAPSHOT_EVERY !=
+           (fd->snap_applied + phase) / SNAPSHOT_EVERY;
+}
+
 /* The first run of after that differs from before (or is new). */
 static uint32_t first_changed_run(const gb_dev_t *before, const gb_dev_t *after)
 {
@@ -403,8 +415,7 @@ static bool on_batch_build(gb_pg_batcher_t *b, gb_pg_batch_item_t **itemsp,
         if (changed < fd->runs_dirty_from) {
             fd->runs_dirty_from = changed;
         }
-        if (fd->gap || fd->snap_applied == 0 ||
-            fd->work->n_applied - fd->snap_applied >= SNAPSHOT_EVERY) {
+        if (fd->gap || fd->snap_applied == 0 || snapshot_due(fd)) {
             fd->snap_now = true;
         }
         fd->row_now = fd->snap_now || fd->row_stale || row_changed(&fd->dev, fd->work);
@@ -438,21 +449,22 @@ static bool on_batch_build(gb_pg_batcher_t *b, gb_pg_batch_item_t **itemsp,
     bool any_actions = rows.act[A_SERIAL].n > 0;
     rows_dispose(&rows);
 
+    /* The batch's statements run at every commit: each connection prepares them once. */
     gb_pg_query_init(q, "BEGIN", 0, NULL, q->cb);
     if (any_rows) {
-        gb_pg_query_add(q, SQL_UPSERT_DEVICES, D_COUNT, dp);
+        gb_pg_query_add_prepared(q, SQL_UPSERT_DEVICES, D_COUNT, dp);
     }
     if (any_events) {
-        gb_pg_query_add(q, SQL_INSERT_EVENTS, E_COUNT, ep);
+        gb_pg_query_add_prepared(q, SQL_INSERT_EVENTS, E_COUNT, ep);
     }
     if (any_runs) {
-        gb_pg_query_add(q, SQL_UPSERT_RUNS, R_COUNT, rp);
+        gb_pg_query_add_prepared(q, SQL_UPSERT_RUNS, R_COUNT, rp);
     }
     if (any_actions) {
-        gb_pg_query_add(q, SQL_INSERT_ACTIONS, A_COUNT, ap);
+        gb_pg_query_add_prepared(q, SQL_INSERT_ACTIONS, A_COUNT, ap);
     }
     if (any_audit) {
-        gb_pg_query_add(q, GB_API_SQL_INSERT_AUDIT, GB_API_AUDIT_COLS, aup);
+        gb_pg_query_add_prepared(q, GB_API_SQL_INSERT_AUDIT, GB_API_AUDIT_COLS, aup);
     }
     gb_pg_query_add(q, "COMMIT", 0, NULL);
     api->ingest_devices_total += n_devices;
