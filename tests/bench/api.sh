@@ -127,45 +127,20 @@ start_gloveboxd() {
 start_nginx() {
     nginx_port=$(bench_free_port 18680)
     nginx_url=http://127.0.0.1:$nginx_port
-    mkdir -p "$tmp/nginx"
-    cat >"$tmp/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log warn;
-events {
-    worker_connections 1024;
-}
-http {
-    access_log off;
     # Descriptors and metadata cached; sendfile for the large file, not for the small one (each
     # measured faster than the other way on its file).
+    bench_nginx_start "$tmp/nginx" "$nginx_port" 1024 "
     open_file_cache max=1000 inactive=60s;
     open_file_cache_valid 60s;
     tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-    default_type application/json;
-    client_body_temp_path $tmp/nginx/body;
-    proxy_temp_path $tmp/nginx/proxy;
-    fastcgi_temp_path $tmp/nginx/fastcgi;
-    uwsgi_temp_path $tmp/nginx/uwsgi;
-    scgi_temp_path $tmp/nginx/scgi;
-    server {
-        listen 127.0.0.1:$nginx_port;
+    default_type application/json;" "
         root $tmp/web;
         location = /list.json {
             sendfile on;
         }
         location = /summary.json {
             sendfile off;
-        }
-    }
-}
-CONF
-    "${bench_server_pin[@]}" nginx -e "$tmp/nginx/error.log" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" &
-    nginx_pid=$!
+        }"
     bench_wait_http "$nginx_url/list.json" 10 ||
         { cat "$tmp/nginx/error.log" >&2; gb_die "nginx did not start"; }
 }

@@ -91,40 +91,14 @@ make_web_dir() {
 
 start_nginx() {
     nginx_port=$(bench_free_port 18180)
-    mkdir -p "$tmp/nginx"
-    cat >"$tmp/nginx/nginx.conf" <<CONF
-worker_processes 1;
-worker_rlimit_nofile $((MANY * 2 + 1024));
-daemon off;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log warn;
-events {
-    worker_connections $((MANY + 1024));
-}
-http {
-    access_log off;
     # Tuned for a small static file: descriptors and metadata cached, and no sendfile, so a
     # 1 KiB body leaves with its header in one write (both measured faster than the defaults).
+    bench_nginx_start "$tmp/nginx" "$nginx_port" $((MANY + 1024)) "
     open_file_cache max=1000 inactive=60s;
     open_file_cache_valid 60s;
     sendfile off;
-    tcp_nodelay on;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-    default_type text/plain;
-    client_body_temp_path $tmp/nginx/body;
-    proxy_temp_path $tmp/nginx/proxy;
-    fastcgi_temp_path $tmp/nginx/fastcgi;
-    uwsgi_temp_path $tmp/nginx/uwsgi;
-    scgi_temp_path $tmp/nginx/scgi;
-    server {
-        listen 127.0.0.1:$nginx_port;
-        root $tmp/web;
-    }
-}
-CONF
-    "${bench_server_pin[@]}" nginx -e "$tmp/nginx/error.log" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" &
-    nginx_pid=$!
+    default_type text/plain;" "
+        root $tmp/web;"
     bench_wait_http "http://127.0.0.1:$nginx_port/bench.txt" 10 ||
         { cat "$tmp/nginx/error.log" >&2; gb_die "nginx did not start"; }
 }

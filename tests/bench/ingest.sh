@@ -12,7 +12,10 @@
 #       pgbench -c 50 -j 2 -T GB_BENCH_PG_SECONDS:
 #         single-row INSERT ... ON CONFLICT DO NOTHING transactions per second;
 #         rows per second with 100-row transactions (one INSERT ... SELECT FROM unnest(jsonb[])).
-#   (b) gloveboxd at 50 and 200 connections with 1 and 10 messages per request, wrk -t2 for
+#   (b) the HTTP ceiling: nginx (one worker) answering the same wrk runs (200 connections, 1
+#       and 10 messages per request) with a fixed acknowledgement and doing nothing else, the
+#       most requests/s this client reaches on this machine; then
+#       gloveboxd at 50 and 200 connections with 1 and 10 messages per request, wrk -t2 for
 #       GB_BENCH_DURATION with tests/bench/agent.lua: each run has a fleet of its own of
 #       GB_BENCH_STREAM_DEVICES devices (4,000: at least 20 per connection), half per wrk
 #       thread, served round-robin, each request carrying the next 1 or 10 messages of one device
@@ -24,7 +27,8 @@
 #       Afterwards: no non-2xx and no socket errors; the events stored for the run (psql count)
 #       equal the messages the server acknowledged (gb_ingest_messages_total), and lie between
 #       wrk's 2xx x k and (2xx + connections) x k (requests still in flight when wrk stops are
-#       committed and acknowledged, but wrk no longer counts them).
+#       committed and acknowledged, but wrk no longer counts them). The CPU time gloveboxd and
+#       PostgreSQL used during each run is printed as a share of one core.
 #   (c) Resident memory with GB_BENCH_DEVICES (100,000) devices known: a fresh database, wrk
 #       posting one request per new device with its first 8 messages (hello, oobe,
 #       enterprise_provisioning and profile_download started and succeeded, zdp_update started),
@@ -69,11 +73,13 @@ PG_CLUSTER=$GB_ROOT/scripts/lib/pg-cluster
 PGBIN=${GB_PGBIN:-/usr/lib/postgresql/15/bin}
 GLOVEBOXD=$BUILD_DIR/server/src/gloveboxd
 AGENT_LUA=$GB_ROOT/tests/bench/agent.lua
+CLK_TCK=$(getconf CLK_TCK)
 
 strict=0
 tmp=
 cluster_dir=
 server_pid=
+nginx_pid=
 wrk_pid=
 child_pid=
 pgbench_tps=
@@ -86,7 +92,7 @@ usage() {
 
 cleanup() {
     trap - INT TERM EXIT
-    bench_cleanup "$cluster_dir" "$tmp" "$child_pid" "$wrk_pid" "$server_pid"
+    bench_cleanup "$cluster_dir" "$tmp" "$child_pid" "$wrk_pid" "$server_pid" "$nginx_pid"
 }
 
 # psql_at DB SQL: one value (or rows), unaligned.
@@ -211,6 +217,11 @@ ingest_run() {
     before=$(bench_metric "$gb_url" gb_ingest_messages_total)
     batches0=$(bench_metric "$gb_url" gb_ingest_batches_total)
     items0=$(bench_metric "$gb_url" gb_ingest_batch_items_total)
+    local pg_pids gb_cpu0 pg_cpu0 gb_cpu1 pg_cpu1 t_start t_end
+    read -r -a pg_pids <<<"$(bench_pg_pids "$cluster_dir/data")"
+    gb_cpu0=$(bench_cpu_ticks "$server_pid")
+    pg_cpu0=$(bench_cpu_ticks "${pg_pids[@]}")
+    t_start=$(date +%s.%N)
     # wrk stops by itself after -d; timeout only guards against a hang.
     if ! GB_BENCH_TOKEN=$token run_child timeout $((duration_s + 60)) wrk -t"$THREADS" \
         -c"$conns" -d"$DURATION" --timeout 10s --latency -s "$AGENT_LUA" "$gb_url" -- \
@@ -218,6 +229,9 @@ ingest_run() {
         cat "$out" >&2
         gb_die "wrk ($name) failed"
     fi
+    gb_cpu1=$(bench_cpu_ticks "$server_pid")
+    pg_cpu1=$(bench_cpu_ticks "${pg_pids[@]}")
+    t_end=$(date +%s.%N)
     bench_wait_ingest "$gb_url" 30 || gb_msg "$name: ingest still busy 30 s after wrk ended"
     after=$(bench_metric "$gb_url" gb_ingest_messages_total)
     batches1=$(bench_metric "$gb_url" gb_ingest_batches_total)
@@ -258,10 +272,39 @@ ingest_run() {
         "$(psql_at glovebox "SELECT string_agg(type || ' ' || pct || '%', ', ' ORDER BY n DESC)
             FROM (SELECT type, count(*) AS n, round(100.0 * count(*) / sum(count(*)) OVER ()) AS pct
                   FROM events WHERE serial LIKE '$prefix%' GROUP BY type) t")"
+    # CPU time over the run as a share of one core: what wrk left of the machine's $(nproc).
+    local cpu_s
+    cpu_s=$(bench_calc "$CLK_TCK * ($t_end - $t_start) / 100")
+    printf '  %-9s CPU: gloveboxd %s %%, PostgreSQL %s %% (of %d %% for all %d cores;' "" \
+        "$(bench_calc "($gb_cpu1 - $gb_cpu0) / $cpu_s")" \
+        "$(bench_calc "($pg_cpu1 - $pg_cpu0) / $cpu_s")" $((100 * $(nproc))) "$(nproc)"
+    printf ' the rest went to wrk and the system)\n'
     if [ "$check" != ok ]; then
         invalid=1
     fi
     echo "$msgs_s $p50 $p99" >"$tmp/$name.result"
+}
+
+# ceiling_run NAME CONNS K: the same wrk run against nginx answering every request with a
+# fixed acknowledgement and doing nothing else: the most requests/s this client reaches on
+# this machine. Leaves requests/s in $tmp/NAME.result.
+ceiling_run() {
+    local name=$1 conns=$2 k=$3 out=$tmp/$1.wrk
+    if ! GB_BENCH_TOKEN=unused run_child timeout $((duration_s + 60)) wrk -t"$THREADS" \
+        -c"$conns" -d"$DURATION" --timeout 10s --latency -s "$AGENT_LUA" "$nginx_url" -- \
+        stream "N$name" "$k" $((STREAM_DEVICES / THREADS)) >"$out" 2>&1; then
+        cat "$out" >&2
+        gb_die "wrk ($name) failed"
+    fi
+    local reqs st_err dur rps
+    reqs=$(bench_field "$out" requests)
+    [ -n "$reqs" ] || { cat "$out" >&2; gb_die "no GB_WRK line in wrk's report ($name)"; }
+    st_err=$(bench_field "$out" status_errors)
+    dur=$(bench_field "$out" duration_us)
+    rps=$(bench_calc "($reqs - $st_err) / ($dur / 1000000)")
+    printf '  %-9s %4d conns %2d msg/req: %10s requests/s  p99 %7s ms\n' "$name" "$conns" "$k" \
+        "$rps" "$(bench_calc "$(bench_field "$out" p99_us) / 1000")"
+    echo "$rps" >"$tmp/$name.result"
 }
 
 # ---- (c) memory ----
@@ -367,6 +410,22 @@ main() {
 
     # (b)
     local port
+    nginx_url=http://127.0.0.1:$(bench_free_port 18370)
+    bench_nginx_start "$tmp/nginx" "${nginx_url##*:}" 2048 "    default_type application/json;" "
+        location = /api/v1/agent/messages {
+            return 200 '{\"acked_seq\":1,\"status\":\"provisioning\",\"stage\":\"device_setup\"}';
+        }
+        location = /healthz {
+            return 200 'ok';
+        }"
+    bench_wait_http "$nginx_url/healthz" 10 ||
+        { cat "$tmp/nginx/error.log" >&2; gb_die "nginx did not start"; }
+    echo "(b) the HTTP ceiling: nginx (1 worker) answering the same requests with a fixed" \
+        "acknowledgement, doing no work"
+    ceiling_run n200k1 200 1
+    ceiling_run n200k10 200 10
+    bench_stop_pid "$nginx_pid"
+    nginx_pid=
     port=$(bench_free_port 18380)
     gb_url=http://127.0.0.1:$port
     token=$(prepare_db glovebox)
@@ -438,6 +497,19 @@ main() {
         "$rss_loaded" "<" "$limit_kb"
     goal "VmRSS KiB, $DEVICES devices loaded at start-up (goal 64 MiB + 1 KiB/device)" \
         "$rss_restart" "<" "$limit_kb"
+    local ceil1 ceil10 goal1
+    read -r ceil1 <"$tmp/n200k1.result"
+    read -r ceil10 <"$tmp/n200k10.result"
+    read -r -a r <"$tmp/c200k1.result"
+    goal1=$(bench_calc "5 * $pg_single")
+    printf '  (no goal: with 1 msg/req at 200 conns, nginx doing no work answers %s requests/s here;\n' \
+        "$ceil1"
+    printf '   gloveboxd reached %s %% of that, and the 5 x goal is %s %% of it)\n' \
+        "$(bench_calc "100 * ${r[0]} / $ceil1")" "$(bench_calc "100 * $goal1 / $ceil1")"
+    read -r -a r <"$tmp/c200k10.result"
+    printf '  (no goal: with 10 msg/req at 200 conns, nginx doing no work answers %s messages/s;' \
+        "$(bench_calc "10 * $ceil10")"
+    printf ' gloveboxd reached %s %% of that)\n' "$(bench_calc "10 * ${r[0]} / $ceil10")"
     read -r -a r <"$tmp/c50k1.result"
     printf '  (no goal: 1 msg/req at 50 conns %s msg/s = %s x PG single-row tx/s, p99 %s ms)\n' \
         "${r[0]}" "$(bench_ratio "${r[0]}" "$pg_single")" "${r[2]}"

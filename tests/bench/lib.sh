@@ -24,6 +24,14 @@
 #                              trap runs at once (and stops it) rather than after CMD; CMD is a
 #                              program (timeout bounds it), not a function; sets child_pid
 #   bench_calc EXPR            an awk arithmetic expression, printed with two decimals
+#   bench_nginx_start DIR PORT CONNECTIONS HTTP SERVER
+#                              nginx with one worker (pinned as the server under test), its
+#                              files under DIR, on 127.0.0.1:PORT, with CONNECTIONS worker
+#                              connections; HTTP and SERVER are directives for its http and
+#                              server blocks; sets nginx_pid (the caller waits for it to answer)
+#   bench_cpu_ticks PID...     CPU time (user + system, in clock ticks) used so far by the PIDs
+#                              that still run
+#   bench_pg_pids DATADIR      the postmaster of the cluster in DATADIR and its children
 # shellcheck shell=bash
 
 bench_port_in_use() {
@@ -191,4 +199,53 @@ run_child() {
     wait "$child_pid" || rc=$?
     child_pid=
     return "$rc"
+}
+
+bench_nginx_start() {
+    local dir=$1 port=$2 conns=$3 http=$4 server=$5
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<CONF
+worker_processes 1;
+worker_rlimit_nofile $((conns * 2 + 64));
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events {
+    worker_connections $conns;
+}
+http {
+    access_log off;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+$http
+    server {
+        listen 127.0.0.1:$port;
+$server
+    }
+}
+CONF
+    "${bench_server_pin[@]}" nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" &
+    nginx_pid=$!
+}
+
+bench_cpu_ticks() {
+    local pid total=0 t
+    for pid in "$@"; do
+        # Fields 14 and 15 of /proc/PID/stat, counted after the command name's closing ")".
+        t=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }') || continue
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+
+bench_pg_pids() {
+    local pm
+    pm=$(head -n 1 "$1/postmaster.pid" 2>/dev/null) || return 1
+    echo "$pm" $(pgrep -P "$pm")
 }
