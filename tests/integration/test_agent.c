@@ -1276,7 +1276,7 @@ static void test_devices_in_step_spread_their_snapshots(void **state)
             snprintf(serial, sizeof(serial), "PF3STEP%02d", d);
             json_t *msgs = json_array();
             for (int i = 0; i < PER_REQUEST; i++) {
-                uint64_t seq = (uint64_t)(round * PER_REQUEST + i + 1);
+                uint64_t seq = (uint64_t)round * PER_REQUEST + (uint64_t)i + 1;
                 int64_t at = t0 + (int64_t)seq * 5000;
                 json_array_append_new(msgs,
                                       seq == 1 ? hello_msg(seq, at) : msg(seq, at, "heartbeat"));
