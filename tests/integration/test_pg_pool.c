@@ -274,6 +274,7 @@ static void test_pipeline_error_fails_whole_query_and_commits_nothing(void **sta
 static const char PREP_INSERT[] = "INSERT INTO items SELECT * FROM unnest($1::int[])";
 static const char PREP_COUNT[] = "SELECT count(*) FROM items WHERE id > $1::int";
 static const char PREP_LATE[] = "SELECT count(*) FROM late WHERE id > $1::int";
+static const char PREP_KEPT[] = "SELECT $1::int * 2";
 
 /* The names this session has prepared, "gb_p0,gb_p1,..." ("" for none), asked on the same
  * connection (the pool has one). */
@@ -325,15 +326,35 @@ static void test_prepared_statements_are_parsed_once_per_session(void **state)
     assert_string_equal(op.row[2], "5");
     prepared_names(fx, &op, "gb_p0,gb_p1");
 
-    /* A statement that fails to prepare fails its query, and is prepared afresh next time. */
+    /* A statement prepared in a pipeline that fails after it stays prepared: the session
+     * keeps it through the rollback. */
     const char *zero[1] = {"0"};
+    const char *twenty_one[1] = {"21"};
+    gb_tdb_op_reset(&op);
+    gb_pg_query_init(&op.q, "BEGIN", 0, NULL, gb_tdb_on_op);
+    gb_pg_query_add_prepared(&op.q, PREP_KEPT, 1, twenty_one);
+    gb_pg_query_add(&op.q, "SELECT 1 / 0", 0, NULL);
+    gb_pg_query_add(&op.q, "COMMIT", 0, NULL);
+    run_op(fx, &op);
+    assert_int_equal(op.err, GB_EDB);
+    assert_string_equal(op.sqlstate, "22012");
+    prepared_names(fx, &op, "gb_p0,gb_p1,gb_p2");
+    gb_tdb_op_reset(&op);
+    gb_pg_query_init(&op.q, PREP_KEPT, 1, twenty_one, gb_tdb_on_op);
+    op.q.stmts[0].prepare = true;
+    run_op(fx, &op);
+    assert_int_equal(op.err, 0);
+    assert_string_equal(op.row[0], "42");
+    prepared_names(fx, &op, "gb_p0,gb_p1,gb_p2");
+
+    /* A statement that fails to prepare fails its query, and is prepared afresh next time. */
     gb_tdb_op_reset(&op);
     gb_pg_query_init(&op.q, "SELECT 1", 0, NULL, gb_tdb_on_op);
     gb_pg_query_add_prepared(&op.q, PREP_LATE, 1, zero);
     run_op(fx, &op);
     assert_int_equal(op.err, GB_EDB);
     assert_string_equal(op.sqlstate, "42P01");
-    prepared_names(fx, &op, "gb_p0,gb_p1");
+    prepared_names(fx, &op, "gb_p0,gb_p1,gb_p2");
     assert_true(gb_tdb_exec(fx->db.url, "CREATE TABLE late (id int); INSERT INTO late VALUES (7)"));
     /* Twice in one pipeline: one Parse, two executions. */
     gb_tdb_op_reset(&op);
@@ -345,7 +366,7 @@ static void test_prepared_statements_are_parsed_once_per_session(void **state)
     assert_int_equal(op.nresults, 3);
     assert_string_equal(op.row[1], "1");
     assert_string_equal(op.row[2], "1");
-    prepared_names(fx, &op, "gb_p0,gb_p1,gb_p2");
+    prepared_names(fx, &op, "gb_p0,gb_p1,gb_p2,gb_p3");
 
     /* A new session (the old one killed) starts from none and prepares again. */
     assert_true(gb_tdb_exec(fx->db.url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

@@ -282,7 +282,6 @@ static void become_idle(gb_pg_conn_t *c)
     gb_pg__pool_conn_changed(c->pool);
 }
 
-/* The sync of the query in flight arrived: every statement has answered. */
 /* The slot of sql among the session's prepared statements, a new one (*is_new) when it has none
  * and there is room, or -1. */
 static int prepared_slot(gb_pg_conn_t *c, const char *sql, bool *is_new)
@@ -311,6 +310,7 @@ static void drop_unconfirmed(gb_pg_conn_t *c)
     }
 }
 
+/* The sync of the query in flight arrived: every statement has answered. */
 static void query_done(gb_pg_conn_t *c)
 {
     gb_pg_t *pool = c->pool;
