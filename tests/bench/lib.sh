@@ -238,7 +238,8 @@ bench_cpu_ticks() {
     local pid total=0 t
     for pid in "$@"; do
         # Fields 14 and 15 of /proc/PID/stat, counted after the command name's closing ")".
-        t=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }') || continue
+        # A PID that has exited gives no line, and counts 0.
+        t=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }')
         total=$((total + ${t:-0}))
     done
     echo "$total"

@@ -81,6 +81,15 @@ static void wait_up(fx_t *fx)
     assert_true(gb_tdb_run_until(&fx->loop, pool_up, fx, 5000));
 }
 
+/* Creates a table with table_sql, then opens a pool of one connection, so that every query of
+ * the test runs on the same session, and waits until it is up. */
+static void one_session(fx_t *fx, const char *table_sql)
+{
+    assert_true(gb_tdb_exec(fx->db.url, table_sql));
+    open_pool(fx, fx->db.url, 1, 4, 5000);
+    wait_up(fx);
+}
+
 static void on_closed(void *arg)
 {
     ((fx_t *)arg)->closed = true;
@@ -185,9 +194,7 @@ static void test_pipeline_transaction_results_per_statement(void **state)
     gb_tdb_op_t op = {0};
     const char *inc[1] = {"5"};
 
-    assert_true(gb_tdb_exec(fx->db.url, "CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)"));
-    open_pool(fx, fx->db.url, 1, 4, 5000);
-    wait_up(fx);
+    one_session(fx, "CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)");
     gb_pg_query_init(&op.q, "BEGIN", 0, NULL, gb_tdb_on_op);
     gb_pg_query_add(&op.q, "INSERT INTO items VALUES (1, 10), (2, 20)", 0, NULL);
     gb_pg_query_add(&op.q, "UPDATE items SET n = n + $1::int WHERE id = 1 RETURNING n", 1, inc);
@@ -226,10 +233,8 @@ static void test_pipeline_error_fails_whole_query_and_commits_nothing(void **sta
     fx_t *fx = *state;
     gb_tdb_op_t op = {0};
 
-    assert_true(gb_tdb_exec(fx->db.url, "CREATE TABLE items (id int PRIMARY KEY)"));
     /* One connection: every query below reuses the session the failure happened on. */
-    open_pool(fx, fx->db.url, 1, 4, 5000);
-    wait_up(fx);
+    one_session(fx, "CREATE TABLE items (id int PRIMARY KEY)");
     gb_pg_query_init(&op.q, "BEGIN", 0, NULL, gb_tdb_on_op);
     gb_pg_query_add(&op.q, "INSERT INTO items VALUES (1)", 0, NULL);
     gb_pg_query_add(&op.q, "INSERT INTO items VALUES (1)", 0, NULL);
@@ -289,9 +294,9 @@ static void prepared_names(fx_t *fx, gb_tdb_op_t *op, const char *want)
 /* BEGIN; insert ids; count ids above `above`; COMMIT, with both middle statements prepared. */
 static void insert_and_count(fx_t *fx, gb_tdb_op_t *op, const char *ids, const char *above)
 {
-    static const char *p_ids[1], *p_above[1];
-    p_ids[0] = ids;
-    p_above[0] = above;
+    /* The parameters stay valid until the callback: run_op returns after it. */
+    const char *p_ids[1] = {ids};
+    const char *p_above[1] = {above};
     gb_tdb_op_reset(op);
     gb_pg_query_init(&op->q, "BEGIN", 0, NULL, gb_tdb_on_op);
     gb_pg_query_add_prepared(&op->q, PREP_INSERT, 1, p_ids);
@@ -305,9 +310,7 @@ static void test_prepared_statements_are_parsed_once_per_session(void **state)
     fx_t *fx = *state;
     gb_tdb_op_t op = {0};
 
-    assert_true(gb_tdb_exec(fx->db.url, "CREATE TABLE items (id int PRIMARY KEY)"));
-    open_pool(fx, fx->db.url, 1, 4, 5000);
-    wait_up(fx);
+    one_session(fx, "CREATE TABLE items (id int PRIMARY KEY)");
     prepared_names(fx, &op, "");
 
     /* The first run prepares both in its own pipeline; the Parse results are not the
