@@ -446,7 +446,7 @@ int main(int argc, char **argv)
     /* Reference figures for the layers above: views and snapshots per device. */
     gb_buf_t out;
     gb_buf_init(&out);
-    gb_proto_view_opts_t opts = {1795510800000LL + 7200000, 900000};
+    gb_proto_view_opts_t opts = {1795510800000LL + 7200000, 900000, 0};
     for (int kind = 0; kind < 2; kind++) {
         memset(&rs, 0, sizeof(rs));
         while (!rates_done(&rs, min_secs / 4)) {

@@ -34,7 +34,7 @@ static void exercise_request(const gb_proto_request_t *req, gb_arena_t *arena)
 {
     gb_dev_t dev;
     gb_apply_ctx_t ctx = {30, (req->n_msgs & 1) != 0, 1795510800000LL};
-    gb_proto_view_opts_t opts = {1795510800000LL + 3600000, 900000};
+    gb_proto_view_opts_t opts = {1795510800000LL + 3600000, 900000, 0};
     gb_buf_t out;
 
     gb_dev_init(&dev, req->serial);

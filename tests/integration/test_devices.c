@@ -266,6 +266,57 @@ static void test_filters_narrow_the_list(void **state)
     json_decref(q);
 }
 
+/* fields= narrows each Device to the members named (serial always), the filters still apply, and
+ * a page walk with it sees the same devices as one without. */
+static void test_fields_narrow_each_device(void **state)
+{
+    (void)state;
+    report_red("FLD-RED-1");
+    report_provisioning("FLD-PRV-1");
+
+    json_t *j = get_json("/api/v1/devices?q=FLD-&fields=status,diagnosis", viewer);
+    json_t *devs = json_object_get(j, "devices");
+    assert_int_equal(json_array_size(devs), 2);
+    size_t i;
+    json_t *d;
+    json_array_foreach(devs, i, d)
+    {
+        assert_int_equal(json_object_size(d), 3);
+        assert_true(json_is_string(json_object_get(d, "serial")));
+        assert_true(json_is_string(json_object_get(d, "status")));
+        assert_non_null(json_object_get(d, "diagnosis"));
+    }
+    json_t *red = json_array_get(devs, 0);
+    assert_string_equal(json_string_value(json_object_get(red, "serial")), "FLD-PRV-1");
+    red = json_array_get(devs, 1);
+    assert_string_equal(json_string_value(json_object_get(red, "status")), "red");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(red, "diagnosis"), "code")),
+        "tpm_attestation");
+    json_decref(j);
+
+    json_t *narrow = walk("fields=serial", 3, NULL);
+    json_t *whole = walk("", 3, NULL);
+    assert_true(json_array_size(whole) >= 2);
+    assert_true(json_equal(narrow, whole));
+    json_decref(narrow);
+    json_decref(whole);
+
+    /* A hostile name comes back plain, with its other bytes as '?'. */
+    gb_th_resp_t r;
+    gb_th_request_auth(srv.port, "GET", "/api/v1/devices?fields=status,%3Cb%3E%0A%C3%A9", viewer,
+                       NULL, &r);
+    gb_th_assert_json_error(&r, 400, "invalid_query");
+    j = parse(&r);
+    const char *msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+    assert_non_null(msg);
+    if (strstr(msg, "\"?b????\"") == NULL) {
+        fail_msg("message: %s", msg);
+    }
+    json_decref(j);
+    gb_th_resp_free(&r);
+}
+
 static void test_bad_list_queries_name_the_field(void **state)
 {
     (void)state;
@@ -281,6 +332,10 @@ static void test_bad_list_queries_name_the_field(void **state)
         {"/api/v1/devices?cursor=s4", "cursor"},
         {"/api/v1/devices?stalled=maybe", "stalled"},
         {"/api/v1/devices?slot=", "slot"},
+        {"/api/v1/devices?fields=", "fields"},
+        {"/api/v1/devices?fields=status,", "fields"},
+        {"/api/v1/devices?fields=status,timeline", "fields"},
+        {"/api/v1/devices?fields=status%00", "fields"},
     };
     for (size_t i = 0; i < GB_ARRAY_LEN(cases); i++) {
         gb_th_resp_t r;
@@ -527,6 +582,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_list_walk_is_complete_while_devices_arrive),
         cmocka_unit_test(test_filters_narrow_the_list),
+        cmocka_unit_test(test_fields_narrow_each_device),
         cmocka_unit_test(test_bad_list_queries_name_the_field),
         cmocka_unit_test(test_detail_and_events),
         cmocka_unit_test(test_actions),

@@ -250,7 +250,7 @@ TH_FN json_t *th_detail(const gb_dev_t *dev, int64_t now_ms, int64_t stall_ms)
 {
     gb_buf_t b;
     json_error_t jerr;
-    gb_proto_view_opts_t opts = {now_ms, stall_ms};
+    gb_proto_view_opts_t opts = {now_ms, stall_ms, 0};
     gb_buf_init(&b);
     gb_proto_device_detail_json(dev, &opts, &b);
     json_t *v = json_loadb(b.data, b.len, 0, &jerr);

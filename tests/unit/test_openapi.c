@@ -920,6 +920,51 @@ static void test_openapi_describes_what_the_views_write(void **state)
     assert_int_equal(bad, 0);
 }
 
+/* The list's "fields" names exactly the members a Device is written with, in their order, and the
+ * server takes each of them. */
+static void test_openapi_fields_are_the_device_members(void **state)
+{
+    GB_UNUSED(state);
+    json_t *params = json_object_get(
+        json_object_get(json_object_get(json_object_get(spec, "paths"), "/api/v1/devices"), "get"),
+        "parameters");
+    json_t *names = NULL;
+    size_t i;
+    json_t *p;
+    json_array_foreach(params, i, p)
+    {
+        const char *name = json_string_value(json_object_get(p, "name"));
+        if (name != NULL && strcmp(name, "fields") == 0) {
+            names = json_object_get(json_object_get(json_object_get(p, "schema"), "items"), "enum");
+        }
+    }
+    assert_true(json_is_array(names));
+
+    gb_dev_t dev;
+    gb_dev_init(&dev, "PF3ABC12");
+    gb_buf_t b;
+    gb_buf_init(&b);
+    gb_proto_device_json(&dev, NULL, &b);
+    json_t *whole = json_loadb(b.data, b.len, JSON_PRESERVE_ORDER, NULL);
+    assert_non_null(whole);
+    assert_int_equal(json_array_size(names), json_object_size(whole));
+    const char *key;
+    json_t *val;
+    size_t k = 0;
+    json_object_foreach(whole, key, val)
+    {
+        const char *name = json_string_value(json_array_get(names, k++));
+        assert_non_null(name);
+        assert_string_equal(name, key);
+        uint32_t mask = 0;
+        gb_str_t bad;
+        assert_true(gb_proto_device_fields_parse(gb_str_from_cstr(name), &mask, &bad));
+    }
+    json_decref(whole);
+    gb_buf_dispose(&b);
+    gb_dev_dispose(&dev);
+}
+
 static void test_openapi_checker_catches_drift(void **state)
 {
     GB_UNUSED(state);
@@ -976,6 +1021,7 @@ int main(void)
         cmocka_unit_test(test_openapi_operations_are_complete),
         cmocka_unit_test(test_openapi_every_ref_resolves),
         cmocka_unit_test(test_openapi_agent_schemas_equal_the_protocol_schema),
+        cmocka_unit_test(test_openapi_fields_are_the_device_members),
         cmocka_unit_test(test_openapi_checker_catches_drift),
         cmocka_unit_test(test_openapi_describes_what_the_views_write),
         cmocka_unit_test(test_openapi_compiled_bytes_are_the_file),

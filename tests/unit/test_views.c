@@ -6,7 +6,7 @@
 static json_t *render(const gb_dev_t *dev, bool detail, int64_t now, int64_t stall)
 {
     gb_buf_t b;
-    gb_proto_view_opts_t opts = {now, stall};
+    gb_proto_view_opts_t opts = {now, stall, 0};
     gb_buf_init(&b);
     if (detail) {
         gb_proto_device_detail_json(dev, &opts, &b);
@@ -61,6 +61,115 @@ static void test_views_list_form_has_the_contract_fields(void **state)
     assert_true(json_is_null(json_object_get(v, "mean_mbps")));
     json_decref(v);
     gb_dev_dispose(&dev);
+}
+
+/* Renders the list form with the members that `fields` names (it must parse). */
+static json_t *render_fields(const gb_dev_t *dev, const char *fields, gb_buf_t *text)
+{
+    gb_proto_view_opts_t opts = {GB_TIME_NONE, 0, 0};
+    gb_str_t bad = {NULL, 0};
+    if (!gb_proto_device_fields_parse(gb_str_from_cstr(fields), &opts.fields, &bad)) {
+        print_error("fields=%s refused at \"%.*s\"\n", fields, (int)bad.len, bad.p);
+        fail();
+    }
+    gb_buf_reset(text);
+    gb_proto_device_json(dev, &opts, text);
+    json_t *v = json_loadb(text->data, text->len, 0, NULL);
+    assert_non_null(v);
+    return v;
+}
+
+static void test_views_fields_narrow_the_list_form(void **state)
+{
+    GB_UNUSED(state);
+    gb_dev_t dev;
+    th_run_file("domain/scenarios/tpm_attestation_stage.jsonl", &dev, false);
+    json_t *full = render(&dev, false, GB_TIME_NONE, 0);
+    gb_buf_t text;
+    gb_buf_init(&text);
+
+    /* Named members only, serial always, in the object's own order whatever the list's. */
+    json_t *v = render_fields(&dev, "slot,status", &text);
+    assert_string_equal(text.data,
+                        "{\"serial\":\"PF3ABC12\",\"status\":\"red\",\"slot\":\"A-12\"}");
+    json_decref(v);
+
+    /* Each member alone: serial and that member, with the value the whole object has. */
+    const char *key;
+    json_t *val;
+    gb_buf_t all;
+    gb_buf_init(&all);
+    json_object_foreach(full, key, val)
+    {
+        v = render_fields(&dev, key, &text);
+        size_t want = strcmp(key, "serial") == 0 ? 1 : 2;
+        if (json_object_size(v) != want || !json_equal(json_object_get(v, key), val) ||
+            !json_equal(json_object_get(v, "serial"), json_object_get(full, "serial"))) {
+            print_error("fields=%s gave %s\n", key, text.data);
+            fail();
+        }
+        json_decref(v);
+        if (all.len > 0) {
+            gb_buf_append_str(&all, ",");
+        }
+        gb_buf_append_str(&all, key);
+    }
+    /* Every member named: the same bytes as no fields at all. */
+    gb_buf_t whole;
+    gb_buf_init(&whole);
+    gb_proto_device_json(&dev, NULL, &whole);
+    v = render_fields(&dev, all.data, &text);
+    assert_string_equal(text.data, whole.data);
+    json_decref(v);
+
+    /* The detail form has every member whatever fields says. */
+    gb_proto_view_opts_t opts = {GB_TIME_NONE, 0, 0};
+    gb_str_t bad;
+    assert_true(gb_proto_device_fields_parse(GB_STR_LIT("status"), &opts.fields, &bad));
+    gb_buf_reset(&text);
+    gb_proto_device_detail_json(&dev, &opts, &text);
+    v = json_loadb(text.data, text.len, 0, NULL);
+    assert_non_null(json_object_get(v, "durations"));
+    assert_non_null(json_object_get(v, "timeline"));
+    json_decref(v);
+
+    gb_buf_dispose(&whole);
+    gb_buf_dispose(&all);
+    gb_buf_dispose(&text);
+    json_decref(full);
+    gb_dev_dispose(&dev);
+}
+
+static void test_views_fields_refuse_what_is_not_a_member(void **state)
+{
+    GB_UNUSED(state);
+    static const struct {
+        const char *list, *bad;
+    } cases[] = {
+        {"", ""},
+        {"status,", ""},
+        {",status", ""},
+        {"status,,slot", ""},
+        {"Status", "Status"},
+        {"status,nope", "nope"},
+        {"timeline", "timeline"}, /* the detail form's, not the list's */
+        {"serial\"", "serial\""}, /* a key's quote is not part of its name */
+        {"status ,slot", "status "},
+    };
+    for (size_t i = 0; i < GB_ARRAY_LEN(cases); i++) {
+        uint32_t mask = 12345;
+        gb_str_t bad = {NULL, 99};
+        if (gb_proto_device_fields_parse(gb_str_from_cstr(cases[i].list), &mask, &bad)) {
+            print_error("fields=%s accepted\n", cases[i].list);
+            fail();
+        }
+        if (bad.len != strlen(cases[i].bad) || memcmp(bad.p, cases[i].bad, bad.len) != 0) {
+            print_error("fields=%s: bad \"%.*s\", want \"%s\"\n", cases[i].list, (int)bad.len,
+                        bad.p, cases[i].bad);
+            fail();
+        }
+        assert_int_equal(mask, 12345); /* untouched */
+    }
 }
 
 static void test_views_fresh_device(void **state)
@@ -365,6 +474,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_views_list_form_has_the_contract_fields),
+        cmocka_unit_test(test_views_fields_narrow_the_list_form),
+        cmocka_unit_test(test_views_fields_refuse_what_is_not_a_member),
         cmocka_unit_test(test_views_fresh_device),
         cmocka_unit_test(test_views_escape_strings),
         cmocka_unit_test(test_views_numbers),

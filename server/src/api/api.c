@@ -235,6 +235,7 @@ void gb_api__view_opts(const gb_api_t *api, gb_proto_view_opts_t *opts)
 {
     opts->now_ms = gb_time_now_ms();
     opts->stall_timeout_ms = api->cfg->stall_timeout_ms;
+    opts->fields = 0;
 }
 
 void gb_api_set_server(gb_api_t *api, gb_http_server_t *server)

@@ -69,25 +69,33 @@ int gb_proto_decode_message(const char *json, size_t len, gb_arena_t *arena, gb_
  * result gives msg back (index aside). */
 void gb_proto_encode_message(const gb_msg_t *msg, gb_buf_t *out);
 
-/* What the views need besides the state: the clock and the stall timeout. */
+/* What the views need besides the state: the clock, the stall timeout and, for the list form,
+ * which members to write. */
 typedef struct gb_proto_view_opts {
     int64_t now_ms;           /* server time; GB_TIME_NONE: no stall or expiry check */
     int64_t stall_timeout_ms; /* silence after which a working device is stalled */
+    uint32_t fields;          /* gb_proto_device_fields_parse's mask; 0: every member */
 } gb_proto_view_opts_t;
+
+/* Parses a comma-separated list of the Device object's member names (GET /api/v1/devices'
+ * "fields") into a mask for gb_proto_view_opts_t.fields. "serial" is always written, named or
+ * not. False, with *bad set to the offending name, for an empty or unknown name. */
+bool gb_proto_device_fields_parse(gb_str_t list, uint32_t *mask, gb_str_t *bad) GB_MUST_CHECK;
 
 /* Appends the contract's Device object: serial, status, stage, stage_state, attempt, stalled,
  * group_tag, assigned_user, profile, diagnosis {code, stage, hresult, summary, remedy} | null,
  * warnings [code], last_seen, durations {device_preparation_s, device_setup_s,
  * account_setup_s, total_s}, bytes_downloaded, mean_mbps; and in addition: slot, imported,
  * first_time_right, bytes_by_source {http, lan, cache}, resealed_at, ready_for_user_at,
- * reseal_expires_at. Unknown values are null. */
+ * reseal_expires_at. Unknown values are null. With opts->fields set, only those members (and
+ * serial), in this order. */
 void gb_proto_device_json(const gb_dev_t *dev, const gb_proto_view_opts_t *opts, gb_buf_t *out);
 
-/* Appends the detail form: the Device object plus timeline [{attempt, stage, name, state,
- * started_at, ended_at, duration_s, hresult}], attempts [{attempt, started_at, ended_at,
- * outcome, diagnosis}], user_upn, hardware {manufacturer, model, tpm_version, tpm_attestation,
- * virtual_machine}, network {medium, link_mbps}, agent, os_build, apps [{name, state, bytes,
- * hresult}], first_seen, max_seq and messages (count applied). */
+/* Appends the detail form (every member, whatever opts->fields says): the Device object plus
+ * timeline [{attempt, stage, name, state, started_at, ended_at, duration_s, hresult}], attempts
+ * [{attempt, started_at, ended_at, outcome, diagnosis}], user_upn, hardware {manufacturer, model,
+ * tpm_version, tpm_attestation, virtual_machine}, network {medium, link_mbps}, agent, os_build,
+ * apps [{name, state, bytes, hresult}], first_seen, max_seq and messages (count applied). */
 void gb_proto_device_detail_json(const gb_dev_t *dev, const gb_proto_view_opts_t *opts,
                                  gb_buf_t *out);
 

@@ -78,6 +78,87 @@ void gb_proto_durations_json(const gb_dev_t *dev, gb_buf_t *b)
     gb_buf_append(b, "}", 1);
 }
 
+/* The Device object's members, in the order they are written; "fields" names them. */
+#define DEVICE_MEMBERS(X) \
+    X(serial)             \
+    X(status)             \
+    X(stage)              \
+    X(stage_state)        \
+    X(attempt)            \
+    X(stalled)            \
+    X(group_tag)          \
+    X(assigned_user)      \
+    X(profile)            \
+    X(slot)               \
+    X(imported)           \
+    X(diagnosis)          \
+    X(warnings)           \
+    X(last_seen)          \
+    X(durations)          \
+    X(bytes_downloaded)   \
+    X(bytes_by_source)    \
+    X(mean_mbps)          \
+    X(first_time_right)   \
+    X(resealed_at)        \
+    X(ready_for_user_at)  \
+    X(reseal_expires_at)
+
+enum {
+#define X(name) M_##name,
+    DEVICE_MEMBERS(X)
+#undef X
+        M_COUNT
+};
+
+_Static_assert(M_COUNT <= 32, "a member's bit must fit the 32-bit mask");
+
+/* Each member's key as written: "\"name\":". */
+static const struct {
+    const char *lit;
+    size_t len;
+} MEMBER_KEYS[] = {
+#define X(name) {"\"" #name "\":", sizeof("\"" #name "\":") - 1},
+    DEVICE_MEMBERS(X)
+#undef X
+};
+
+bool gb_proto_device_fields_parse(gb_str_t list, uint32_t *mask, gb_str_t *bad)
+{
+    uint32_t m = 0;
+    size_t i = 0;
+    while (i <= list.len) {
+        size_t j = i;
+        while (j < list.len && list.p[j] != ',') {
+            j++;
+        }
+        gb_str_t name = {list.p + i, j - i};
+        size_t k = 0;
+        while (k < M_COUNT && !(MEMBER_KEYS[k].len - 3 == name.len && name.len > 0 &&
+                                memcmp(MEMBER_KEYS[k].lit + 1, name.p, name.len) == 0)) {
+            k++;
+        }
+        if (k == M_COUNT) {
+            *bad = name;
+            return false;
+        }
+        m |= 1u << k;
+        i = j + 1;
+    }
+    *mask = m | 1u << M_serial;
+    return true;
+}
+
+/* Writes member m's key and returns true when the view has it. */
+static bool member(gb_buf_t *b, const gb_proto_view_opts_t *opts, unsigned m, bool *first)
+{
+    uint32_t want = opts != NULL ? opts->fields : 0;
+    if (want != 0 && (want & 1u << m) == 0) {
+        return false;
+    }
+    key_lit(b, MEMBER_KEYS[m].lit, MEMBER_KEYS[m].len, first);
+    return true;
+}
+
 /* The Device object's members, without the braces (the detail form adds its own). */
 static void device_members(const gb_dev_t *dev, const gb_proto_view_opts_t *opts, gb_buf_t *b,
                            bool *first)
@@ -85,79 +166,97 @@ static void device_members(const gb_dev_t *dev, const gb_proto_view_opts_t *opts
     int64_t now = opts != NULL ? opts->now_ms : GB_TIME_NONE;
     int64_t stall = opts != NULL ? opts->stall_timeout_ms : 0;
 
-    key(b, "serial", first);
-    gb_json_str_or_null(b, dev->serial);
-    key(b, "status", first);
-    gb_json_str_or_null(b, gb_dev_status_id(dev->status));
-    key(b, "stage", first);
-    id_or_null(b, gb_stage_id(dev->stage));
-    key(b, "stage_state", first);
-    id_or_null(b, gb_run_state_id(dev->stage_state));
-    key(b, "attempt", first);
-    gb_buf_append_u64(b, dev->attempt);
-    key(b, "stalled", first);
-    gb_buf_append_str(b,
-                      now != GB_TIME_NONE && gb_dev_is_stalled(dev, now, stall) ? "true" : "false");
-    key(b, "group_tag", first);
-    gb_json_str_or_null(b, dev->group_tag);
-    key(b, "assigned_user", first);
-    gb_json_str_or_null(b, dev->assigned_user);
-    key(b, "profile", first);
-    gb_json_str_or_null(b, dev->profile);
-    key(b, "slot", first);
-    gb_json_str_or_null(b, dev->slot);
-    key(b, "imported", first);
-    gb_buf_append_str(b, dev->imported ? "true" : "false");
-    key(b, "diagnosis", first);
-    gb_proto_diagnosis_json(b, gb_dev_diagnosis(dev));
-
-    key(b, "warnings", first);
-    gb_buf_append(b, "[", 1);
-    uint32_t w = gb_dev_warnings(dev, now);
-    bool wfirst = true;
-    for (int i = 0; i < GB_WARN_COUNT; i++) {
-        if (w & GB_WARN_BIT(i)) {
-            if (!wfirst) {
-                gb_buf_append(b, ",", 1);
+    if (member(b, opts, M_serial, first)) {
+        gb_json_str_or_null(b, dev->serial);
+    }
+    if (member(b, opts, M_status, first)) {
+        gb_json_str_or_null(b, gb_dev_status_id(dev->status));
+    }
+    if (member(b, opts, M_stage, first)) {
+        id_or_null(b, gb_stage_id(dev->stage));
+    }
+    if (member(b, opts, M_stage_state, first)) {
+        id_or_null(b, gb_run_state_id(dev->stage_state));
+    }
+    if (member(b, opts, M_attempt, first)) {
+        gb_buf_append_u64(b, dev->attempt);
+    }
+    if (member(b, opts, M_stalled, first)) {
+        gb_buf_append_str(b, now != GB_TIME_NONE && gb_dev_is_stalled(dev, now, stall) ? "true"
+                                                                                       : "false");
+    }
+    if (member(b, opts, M_group_tag, first)) {
+        gb_json_str_or_null(b, dev->group_tag);
+    }
+    if (member(b, opts, M_assigned_user, first)) {
+        gb_json_str_or_null(b, dev->assigned_user);
+    }
+    if (member(b, opts, M_profile, first)) {
+        gb_json_str_or_null(b, dev->profile);
+    }
+    if (member(b, opts, M_slot, first)) {
+        gb_json_str_or_null(b, dev->slot);
+    }
+    if (member(b, opts, M_imported, first)) {
+        gb_buf_append_str(b, dev->imported ? "true" : "false");
+    }
+    if (member(b, opts, M_diagnosis, first)) {
+        gb_proto_diagnosis_json(b, gb_dev_diagnosis(dev));
+    }
+    if (member(b, opts, M_warnings, first)) {
+        gb_buf_append(b, "[", 1);
+        uint32_t w = gb_dev_warnings(dev, now);
+        bool wfirst = true;
+        for (int i = 0; i < GB_WARN_COUNT; i++) {
+            if (w & GB_WARN_BIT(i)) {
+                if (!wfirst) {
+                    gb_buf_append(b, ",", 1);
+                }
+                wfirst = false;
+                const char *id = gb_warn_id((gb_warn_t)i);
+                gb_json_quote(b, id, strlen(id));
             }
-            wfirst = false;
-            const char *id = gb_warn_id((gb_warn_t)i);
-            gb_json_quote(b, id, strlen(id));
+        }
+        gb_buf_append(b, "]", 1);
+    }
+    if (member(b, opts, M_last_seen, first)) {
+        gb_json_time(b, dev->last_seen_ms);
+    }
+    if (member(b, opts, M_durations, first)) {
+        gb_proto_durations_json(dev, b);
+    }
+    if (member(b, opts, M_bytes_downloaded, first)) {
+        gb_buf_append_u64(b, dev->bytes_total);
+    }
+    if (member(b, opts, M_bytes_by_source, first)) {
+        gb_buf_append_str(b, "{\"http\":");
+        gb_buf_append_u64(b, dev->bytes_http);
+        gb_buf_append_str(b, ",\"lan\":");
+        gb_buf_append_u64(b, dev->bytes_lan);
+        gb_buf_append_str(b, ",\"cache\":");
+        gb_buf_append_u64(b, dev->bytes_cache);
+        gb_buf_append(b, "}", 1);
+    }
+    if (member(b, opts, M_mean_mbps, first)) {
+        double mbps;
+        if (gb_dev_mean_mbps(dev, &mbps)) {
+            gb_json_number(b, mbps);
+        } else {
+            gb_buf_append(b, "null", 4);
         }
     }
-    gb_buf_append(b, "]", 1);
-
-    key(b, "last_seen", first);
-    gb_json_time(b, dev->last_seen_ms);
-
-    key(b, "durations", first);
-    gb_proto_durations_json(dev, b);
-
-    key(b, "bytes_downloaded", first);
-    gb_buf_append_u64(b, dev->bytes_total);
-    key(b, "bytes_by_source", first);
-    gb_buf_append_str(b, "{\"http\":");
-    gb_buf_append_u64(b, dev->bytes_http);
-    gb_buf_append_str(b, ",\"lan\":");
-    gb_buf_append_u64(b, dev->bytes_lan);
-    gb_buf_append_str(b, ",\"cache\":");
-    gb_buf_append_u64(b, dev->bytes_cache);
-    gb_buf_append(b, "}", 1);
-    key(b, "mean_mbps", first);
-    double mbps;
-    if (gb_dev_mean_mbps(dev, &mbps)) {
-        gb_json_number(b, mbps);
-    } else {
-        gb_buf_append(b, "null", 4);
+    if (member(b, opts, M_first_time_right, first)) {
+        gb_buf_append_str(b, dev->first_time_right ? "true" : "false");
     }
-    key(b, "first_time_right", first);
-    gb_buf_append_str(b, dev->first_time_right ? "true" : "false");
-    key(b, "resealed_at", first);
-    gb_json_time(b, dev->resealed_ms);
-    key(b, "ready_for_user_at", first);
-    gb_json_time(b, gb_dev_ready_for_user_ms(dev));
-    key(b, "reseal_expires_at", first);
-    gb_json_time(b, gb_dev_reseal_expires_ms(dev));
+    if (member(b, opts, M_resealed_at, first)) {
+        gb_json_time(b, dev->resealed_ms);
+    }
+    if (member(b, opts, M_ready_for_user_at, first)) {
+        gb_json_time(b, gb_dev_ready_for_user_ms(dev));
+    }
+    if (member(b, opts, M_reseal_expires_at, first)) {
+        gb_json_time(b, gb_dev_reseal_expires_ms(dev));
+    }
 }
 
 void gb_proto_device_json(const gb_dev_t *dev, const gb_proto_view_opts_t *opts, gb_buf_t *out)
@@ -254,9 +353,14 @@ static void apps_json(const gb_dev_t *dev, gb_buf_t *b)
 void gb_proto_device_detail_json(const gb_dev_t *dev, const gb_proto_view_opts_t *opts,
                                  gb_buf_t *out)
 {
+    gb_proto_view_opts_t all = {GB_TIME_NONE, 0, 0};
+    if (opts != NULL) {
+        all = *opts;
+        all.fields = 0;
+    }
     bool first = true;
     gb_buf_append(out, "{", 1);
-    device_members(dev, opts, out, &first);
+    device_members(dev, &all, out, &first);
     key(out, "timeline", &first);
     timeline_json(dev, out);
     key(out, "attempts", &first);
