@@ -418,7 +418,7 @@ test('a wrong token is refused plainly, and no page logged an error', async () =
   assert.equal(await fresh.page.textContent('#live'), '', 'no live stream after a refused sign-in');
   // The refused sign-in is the one error this page was meant to cause: whoami, and the device list
   // and live stream that start loading alongside it, each answered 401.
-  const expected = fresh.errors.filter((e) => /HTTP 401 for GET .*\/api\/v1\/(whoami|devices\?(?:fields=[^&]*&)?limit=1000|stream\?access_token=not-a-token)$/.test(e) || /status of 401/.test(e));
+  const expected = fresh.errors.filter((e) => /HTTP 401 for GET .*\/api\/v1\/(whoami|devices\?(?:fields=[^&]*&)?limit=1000|stream\?(?:fields=[^&]*&)?access_token=not-a-token)$/.test(e) || /status of 401/.test(e));
   assert.ok(expected.some((e) => /HTTP 401 for GET .*\/api\/v1\/whoami$/.test(e)), 'the refused whoami');
   const errors = pages.flatMap((p) => p.errors).filter((e) => !expected.includes(e));
   assert.deepEqual(errors, [], 'console errors, uncaught exceptions, CSP violations or failed requests');

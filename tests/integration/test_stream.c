@@ -580,6 +580,57 @@ static void test_auth_by_query_token_and_refusals(void **state)
     agent_close(&a);
 }
 
+/* Subscribers that name members (fields=) get only those, with serial; others get whole
+ * Devices; the same change has the same event id for each of them. */
+static void test_fields_narrow_a_subscribers_events(void **state)
+{
+    int port = main_srv.proc.port;
+    gb_th_resp_t r;
+    sub_t wide, narrow, bytes;
+    char path[256];
+    unsigned long long id_wide = 0, id_narrow = 0, id_bytes = 0;
+    agent_t a = {.port = port, .token = main_srv.agent};
+
+    sub_open(&wide, port, STREAM_PATH, main_srv.viewer);
+    sub_open(&narrow, port, STREAM_PATH "?fields=stage,status", main_srv.viewer);
+    snprintf(path, sizeof(path), STREAM_PATH "?fields=bytes_downloaded&access_token=%s",
+             main_srv.viewer);
+    sub_open(&bytes, port, path, NULL);
+    json_t *msgs = json_array();
+    json_array_append_new(msgs, hello_msg(1));
+    json_array_append_new(msgs, stage_msg(2, "oobe", "started"));
+    agent_post_ok(&a, report("STRM-FLD", msgs));
+
+    json_t *w = wait_device_event(&wide, "STRM-FLD", NULL, NULL, 5000, NULL, &id_wide);
+    json_t *n = wait_device_event(&narrow, "STRM-FLD", NULL, NULL, 5000, NULL, &id_narrow);
+    json_t *b = wait_device_event(&bytes, "STRM-FLD", NULL, NULL, 5000, NULL, &id_bytes);
+    assert_non_null(json_object_get(w, "durations"));
+    assert_non_null(json_object_get(w, "bytes_by_source"));
+    assert_int_equal(json_object_size(n), 3);
+    assert_string_equal(jstr(n, "status"), "provisioning");
+    assert_string_equal(jstr(n, "stage"), "oobe");
+    assert_int_equal(json_object_size(b), 2);
+    assert_true(
+        json_equal(json_object_get(b, "bytes_downloaded"), json_object_get(w, "bytes_downloaded")));
+    assert_true(id_wide == id_narrow && id_narrow == id_bytes);
+    json_decref(w);
+    json_decref(n);
+    json_decref(b);
+    sub_close(&wide);
+    sub_close(&narrow);
+    sub_close(&bytes);
+    agent_close(&a);
+
+    /* A name that is not a member is refused before the stream starts. */
+    gb_th_request_auth(port, "GET", STREAM_PATH "?fields=status,timeline", main_srv.viewer, NULL,
+                       &r);
+    gb_th_assert_json_error(&r, 400, "invalid_query");
+    json_t *j = json_loadb(r.body, r.body_len, 0, NULL);
+    assert_string_equal(jstr(json_object_get(j, "error"), "field"), "fields");
+    json_decref(j);
+    gb_th_resp_free(&r);
+}
+
 typedef struct final_state {
     const char *status;
     long long bytes;
@@ -857,6 +908,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_subscriber_sees_each_acknowledged_change),
         cmocka_unit_test(test_auth_by_query_token_and_refusals),
+        cmocka_unit_test(test_fields_narrow_a_subscribers_events),
         cmocka_unit_test(test_a_burst_for_one_device_is_coalesced),
         cmocka_unit_test(test_heartbeats_keep_a_quiet_stream_alive),
         cmocka_unit_test(test_a_stalled_subscriber_is_dropped_and_ingest_goes_on),

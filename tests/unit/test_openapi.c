@@ -920,24 +920,36 @@ static void test_openapi_describes_what_the_views_write(void **state)
     assert_int_equal(bad, 0);
 }
 
-/* The list's "fields" names exactly the members a Device is written with, in their order, and the
- * server takes each of them. */
+/* "fields" (of the list and the stream) names exactly the members a Device is written with, in
+ * their order, and the server takes each of them. */
 static void test_openapi_fields_are_the_device_members(void **state)
 {
     GB_UNUSED(state);
-    json_t *params = json_object_get(
-        json_object_get(json_object_get(json_object_get(spec, "paths"), "/api/v1/devices"), "get"),
-        "parameters");
-    json_t *names = NULL;
-    size_t i;
-    json_t *p;
-    json_array_foreach(params, i, p)
-    {
-        const char *name = json_string_value(json_object_get(p, "name"));
-        if (name != NULL && strcmp(name, "fields") == 0) {
-            names = json_object_get(json_object_get(json_object_get(p, "schema"), "items"), "enum");
+    static const char *const ops[] = {"/api/v1/devices", "/api/v1/stream"};
+    for (size_t o = 0; o < GB_ARRAY_LEN(ops); o++) {
+        json_t *params = json_object_get(
+            json_object_get(json_object_get(json_object_get(spec, "paths"), ops[o]), "get"),
+            "parameters");
+        bool found = false;
+        size_t i;
+        json_t *p;
+        json_array_foreach(params, i, p)
+        {
+            const char *ref = json_string_value(json_object_get(p, "$ref"));
+            found = found || (ref != NULL && strcmp(ref, "#/components/parameters/Fields") == 0);
+        }
+        if (!found) {
+            fail_msg("%s does not take fields", ops[o]);
         }
     }
+    json_t *names = json_object_get(
+        json_object_get(
+            json_object_get(
+                json_object_get(json_object_get(json_object_get(spec, "components"), "parameters"),
+                                "Fields"),
+                "schema"),
+            "items"),
+        "enum");
     assert_true(json_is_array(names));
 
     gb_dev_t dev;

@@ -117,8 +117,12 @@ export async function hasEndpoint(method, path) {
   return Boolean(item && item[method.toLowerCase()]);
 }
 
-export function streamUrl() {
-  return `/api/v1/stream?access_token=${encodeURIComponent(getToken())}`;
+// The live stream's address; EventSource cannot send headers, so the token goes in the query.
+// `query` adds parameters (fields).
+export function streamUrl(query = {}) {
+  const p = new URLSearchParams(query);
+  p.set('access_token', getToken());
+  return `/api/v1/stream?${p}`;
 }
 
 export const enc = encodeURIComponent;

@@ -10,8 +10,8 @@
 import { api, streamUrl, ApiError } from './api.js';
 
 const PAGE = 1000;
-// The members of a Device the board reads: the list asks for these alone, less than half the
-// whole object's bytes. Stream events carry whole Devices, which have them too.
+// The members of a Device the board reads: the list and the stream are asked for these alone,
+// less than half the whole object's bytes.
 const FIELDS = 'serial,status,stage,stage_state,attempt,stalled,slot,diagnosis,warnings,last_seen,ready_for_user_at';
 const STALL_POLL_MS = 30000;
 // '"next_cursor":"..."}' or '"next_cursor":null}' at the very end of a page's JSON text.
@@ -76,7 +76,7 @@ export class Store {
 
   openStream() {
     this.setConnection('connecting');
-    const es = new EventSource(streamUrl());
+    const es = new EventSource(streamUrl({ fields: FIELDS }));
     this.es = es;
     es.addEventListener('open', () => {
       this.setConnection('live');

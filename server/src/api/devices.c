@@ -88,6 +88,34 @@ static void respond_bad_body(gb_http_req_t *req, const char *field, const char *
 }
 
 /* Parses a decimal integer in [min, max]; false for anything else. */
+bool gb_api__parse_fields(gb_http_req_t *req, uint32_t *mask)
+{
+    gb_str_t v;
+    gb_str_t bad;
+    if (!gb_http_req_query(req, "fields", &v)) {
+        *mask = 0;
+        return true;
+    }
+    if (gb_proto_device_fields_parse(v, mask, &bad)) {
+        return true;
+    }
+    /* The name is shown as far as it is plain: other bytes become '?'. */
+    char name[49];
+    size_t n = bad.len < sizeof(name) - 1 ? bad.len : sizeof(name) - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)bad.p[i];
+        bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                     c == '_' || c == '-';
+        name[i] = plain ? (char)c : '?';
+    }
+    name[n] = '\0';
+    char why[160];
+    snprintf(why, sizeof(why),
+             "\"%s\" is not a member of Device (expected a comma-separated list of them)", name);
+    gb_api__bad_query(req, "fields", why);
+    return false;
+}
+
 bool gb_api__parse_int(gb_str_t s, long long min, long long max, long long *out)
 {
     char buf[24];
@@ -304,27 +332,8 @@ static void on_list(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_t 
 
     gb_proto_view_opts_t opts;
     gb_api__view_opts(api, &opts);
-    if (gb_http_req_query(req, "fields", &v)) {
-        gb_str_t bad;
-        if (!gb_proto_device_fields_parse(v, &opts.fields, &bad)) {
-            /* The name is shown as far as it is plain: other bytes become '?'. */
-            char name[49];
-            size_t n = bad.len < sizeof(name) - 1 ? bad.len : sizeof(name) - 1;
-            for (size_t i = 0; i < n; i++) {
-                unsigned char c = (unsigned char)bad.p[i];
-                name[i] = (char)((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                                         (c >= '0' && c <= '9') || c == '_' || c == '-'
-                                     ? c
-                                     : '?');
-            }
-            name[n] = '\0';
-            char why[160];
-            snprintf(why, sizeof(why),
-                     "\"%s\" is not a member of Device (expected a comma-separated list of them)",
-                     name);
-            gb_api__bad_query(req, "fields", why);
-            return;
-        }
+    if (!gb_api__parse_fields(req, &opts.fields)) {
+        return;
     }
     gb_buf_t out;
     gb_buf_init(&out);

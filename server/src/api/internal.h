@@ -106,6 +106,9 @@ void gb_api__db_unavailable(gb_http_req_t *req, int err);
 void gb_api__bad_query(gb_http_req_t *req, const char *field, const char *why);
 /* devices.c: a decimal integer in [min, max]; false for anything else. */
 bool gb_api__parse_int(gb_str_t s, long long min, long long max, long long *out);
+/* devices.c: the "fields" query parameter (gb_proto_device_fields_parse) into *mask, 0 when absent;
+ * false after answering 400 invalid_query when it names something that is not a Device member. */
+bool gb_api__parse_fields(gb_http_req_t *req, uint32_t *mask);
 /* devices.c: a paged read from the database: its query, the request it answers, the page size
  * asked for and the query's parameters. */
 typedef struct gb_api_page_op {

@@ -1,9 +1,10 @@
 /* stream: GET /api/v1/stream, the live stream of device changes as Server-Sent Events.
  * Changes are coalesced in a pending set keyed by a copy of the serial (a device may leave the
  * fleet before the flush, so the set never points into it) and flushed at most once per
- * FLUSH_INTERVAL_MS: each pending device is rendered once and the same bytes go to every
- * subscriber. A subscriber whose unsent bytes pass --stream-buffer is dropped by the http
- * layer, so a slow reader never holds the server back. */
+ * FLUSH_INTERVAL_MS: each pending device is rendered once per set of members that subscribers
+ * asked for ("fields"; most ask for one set or none), and the same bytes go to every subscriber
+ * that asked for that set. A subscriber whose unsent bytes pass --stream-buffer is dropped by the
+ * http layer, so a slow reader never holds the server back. */
 #include <stdlib.h>
 #include <string.h>
 #include <uthash.h>
@@ -39,8 +40,16 @@ typedef struct stream_sub {
     struct stream_sub *prev;
     struct stream_sub *next;
     uint64_t last_sent_ms; /* loop time of the last write that was taken */
+    uint32_t fields;       /* the members its events carry (gb_proto_view_opts_t.fields) */
     bool dead;             /* a write failed: the stream is ending, on_sub_closed follows */
+    bool served;           /* this flush has written to it (or had nothing for it) */
 } stream_sub_t;
+
+/* A device of the current flush, with the event id it has for every subscriber. */
+typedef struct flush_item {
+    const gb_fleet_dev_t *fd;
+    uint64_t id;
+} flush_item_t;
 
 struct gb_api_stream {
     gb_api_t *api;
@@ -57,6 +66,8 @@ struct gb_api_stream {
     pending_dev_t *pending; /* uthash head; iteration is in insertion order, so oldest first */
     uint64_t next_id;       /* the last event id given */
     gb_buf_t out;           /* the current flush's rendered events, reused */
+    flush_item_t *items;    /* the current flush's devices, reused */
+    size_t items_cap;
     /* metrics */
     uint64_t subscribers_total;
     uint64_t refused_total;
@@ -114,6 +125,38 @@ static void schedule_flush(gb_api_stream_t *st)
     uv_timer_start(&st->flush, on_flush_timer, delay, 0);
 }
 
+/* Appends one device event to out, with the members `fields` names. */
+static void render_event(gb_buf_t *out, const flush_item_t *it, const gb_proto_view_opts_t *base,
+                         uint32_t fields)
+{
+    gb_proto_view_opts_t opts = *base;
+    opts.fields = fields;
+    /* The views escape every control byte, so the JSON is one line, as SSE data must be. */
+    gb_buf_appendf(out, "event: device\nid: %llu\ndata: ", (unsigned long long)it->id);
+    gb_proto_device_json(&it->fd->dev, &opts, out);
+    gb_buf_append(out, "\n\n", 2);
+}
+
+/* Writes out to every subscriber not yet served that asked for `fields`. */
+static void write_to(gb_api_stream_t *st, uint32_t fields, size_t nevents, uint64_t now)
+{
+    for (stream_sub_t *sub = st->subs; sub != NULL; sub = sub->next) {
+        if (sub->served || sub->fields != fields) {
+            continue;
+        }
+        sub->served = true;
+        if (nevents > 0 && sub_write(sub, st->out.data, st->out.len, now)) {
+            st->events_total += nevents;
+        }
+    }
+}
+
+/* How many members a mask names; 0 names them all. */
+static unsigned members_in(uint32_t fields)
+{
+    return fields == 0 ? 33U : (unsigned)__builtin_popcount(fields);
+}
+
 static void on_flush_timer(uv_timer_t *timer)
 {
     gb_api_stream_t *st = gb_container_of(timer, gb_api_stream_t, flush);
@@ -124,45 +167,66 @@ static void on_flush_timer(uv_timer_t *timer)
     size_t nevents = 0;
     /* A flush renders at most half a subscriber's buffer; the rest stays pending for the next
      * one. A large import then reaches readers that keep up as a steady flow, instead of one
-     * burst bigger than the buffer that would drop every subscriber at once. */
+     * burst bigger than the buffer that would drop every subscriber at once. The bound holds for
+     * the largest set of members asked for, which is rendered first. */
     size_t cap = api->cfg->stream_buffer_bytes / 2;
+    uint32_t widest = 0;
+    unsigned widest_n = 0;
 
     st->flushed = true;
     st->last_flush_ms = now;
     gb_api__view_opts(api, &opts);
+    for (stream_sub_t *sub = st->subs; sub != NULL; sub = sub->next) {
+        sub->served = false;
+        if (members_in(sub->fields) > widest_n) {
+            widest_n = members_in(sub->fields);
+            widest = sub->fields;
+        }
+    }
     gb_buf_reset(&st->out);
     HASH_ITER(hh, st->pending, p, tmp)
     {
         if (st->out.len > 0 && st->out.len >= cap) {
             break;
         }
-        gb_fleet_dev_t *fd = gb_fleet_find(&api->fleet, p->serial, strlen(p->serial));
+        const gb_fleet_dev_t *fd = gb_fleet_find(&api->fleet, p->serial, strlen(p->serial));
         HASH_DEL(st->pending, p);
         if (fd != NULL) {
-            /* The views escape every control byte, so the JSON is one line, as SSE data must
-             * be. */
-            gb_buf_appendf(&st->out,
-                           "event: device\nid: %llu\ndata: ", (unsigned long long)++st->next_id);
-            gb_proto_device_json(&fd->dev, &opts, &st->out);
-            gb_buf_append(&st->out, "\n\n", 2);
-            nevents++;
+            if (nevents == st->items_cap) {
+                st->items_cap = st->items_cap > 0 ? st->items_cap * 2 : 64;
+                st->items = gb_xrealloc(st->items, st->items_cap * sizeof(*st->items));
+            }
+            flush_item_t *it = &st->items[nevents++];
+            it->fd = fd;
+            it->id = ++st->next_id;
+            render_event(&st->out, it, &opts, widest);
         }
         free(p->serial);
         free(p);
     }
-    if (nevents > 0) {
-        /* Writes never close a stream synchronously (on_sub_closed comes later from a loop
-         * callback), so the list stays intact while it is walked. */
-        for (stream_sub_t *sub = st->subs; sub != NULL; sub = sub->next) {
-            if (sub_write(sub, st->out.data, st->out.len, now)) {
-                st->events_total += nevents;
-            }
+    /* Writes never close a stream synchronously (on_sub_closed comes later from a loop
+     * callback), so the list stays intact while it is walked. */
+    write_to(st, widest, nevents, now);
+    for (stream_sub_t *sub = st->subs; sub != NULL; sub = sub->next) {
+        if (sub->served) {
+            continue;
         }
+        uint32_t fields = sub->fields;
+        gb_buf_reset(&st->out);
+        for (size_t i = 0; i < nevents; i++) {
+            render_event(&st->out, &st->items[i], &opts, fields);
+        }
+        write_to(st, fields, nevents, now);
     }
-    /* A large flush's buffer is not worth keeping between flushes. */
+    /* A large flush's buffers are not worth keeping between flushes. */
     if (st->out.cap > 64 * 1024) {
         gb_buf_dispose(&st->out);
         gb_buf_init(&st->out);
+    }
+    if (st->items_cap > 1024) {
+        free(st->items);
+        st->items = NULL;
+        st->items_cap = 0;
     }
     if (st->pending != NULL) {
         schedule_flush(st);
@@ -267,11 +331,17 @@ static void on_stream(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_
                                cfg->stream_max_subscribers);
         return;
     }
+    uint32_t fields;
+    if (!gb_api__parse_fields(req, &fields)) {
+        return;
+    }
     timers_init(st);
     stream_sub_t *sub = gb_arena_alloc(&req->arena, sizeof(*sub));
     sub->st = st;
     sub->req = req;
+    sub->fields = fields;
     sub->dead = false;
+    sub->served = false;
     sub->last_sent_ms = uv_now(api->loop);
     /* Linked before the stream starts, so on_sub_closed finds it whenever it fires. */
     sub->prev = NULL;
@@ -351,6 +421,7 @@ void gb_api__stream_free(gb_api_t *api)
     api->stream = NULL;
     pending_clear(st);
     gb_buf_dispose(&st->out);
+    free(st->items);
     if (st->timers_ready && !st->closing) {
         /* Never closed (the api was freed without gb_api_close): close now, free in the
          * callbacks if the loop runs again; leaking beats a handle pointing at freed memory. */
