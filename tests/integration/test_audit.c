@@ -459,6 +459,33 @@ static void test_concurrent_writers_never_fork_a_chain(void **state)
     assert_true(json_is_true(json_object_get(a, "verified")));
     assert_int_equal(json_array_size(json_object_get(a, "entries")), n0 + (size_t)4 * 50 + 20);
     json_decref(a);
+
+    /* Four sessions start a chain at once: one writes the head row, the others meet it in the
+     * upsert and link after it. */
+    for (int i = 0; i < 4; i++) {
+        w[i] = (writer_t){"AUDIT-NEW-CHAIN", i, 0};
+        assert_int_equal(pthread_create(&t[i], NULL, write_entries, &w[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(w[i].failures, 0);
+    }
+    /* 200 entries numbered 1 to 200, each linked to the one before (the first to the genesis
+     * value) with the hash the encoding gives, and the head at the last. */
+    char *v = sql_value(
+        "SELECT count(*) || ',' || min(a.seq) || ',' || max(a.seq) FROM audit_log a "
+        "LEFT JOIN audit_log p ON p.serial = a.serial AND p.seq = a.seq - 1 "
+        "WHERE a.serial = 'AUDIT-NEW-CHAIN' "
+        "AND a.prev_hash = coalesce(p.hash, audit_genesis(a.serial)) "
+        "AND a.hash = sha256(a.prev_hash || audit_payload(a.serial, a.seq, a.at, a.actor, "
+        "a.action, a.detail))");
+    assert_string_equal(v, "200,1,200");
+    free(v);
+    v = sql_value("SELECT h.seq FROM audit_heads h JOIN audit_log a USING (serial, hash) "
+                  "WHERE serial = 'AUDIT-NEW-CHAIN' AND a.seq = 200");
+    assert_non_null(v);
+    assert_string_equal(v, "200");
+    free(v);
 }
 
 /* ---- escaping ---- */
