@@ -103,10 +103,13 @@ bool gb_api__parse_fields(gb_http_req_t *req, uint32_t *mask)
     char name[49];
     size_t n = bad.len < sizeof(name) - 1 ? bad.len : sizeof(name) - 1;
     for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)bad.p[i];
+        char c = bad.p[i];
         bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                      c == '_' || c == '-';
-        name[i] = plain ? (char)c : '?';
+        name[i] = '?';
+        if (plain) {
+            name[i] = c;
+        }
     }
     name[n] = '\0';
     char why[160];
