@@ -87,7 +87,6 @@ static void respond_bad_body(gb_http_req_t *req, const char *field, const char *
     gb_http_respond_error(req, &e);
 }
 
-/* Parses a decimal integer in [min, max]; false for anything else. */
 bool gb_api__parse_fields(gb_http_req_t *req, uint32_t *mask)
 {
     gb_str_t v;
@@ -119,6 +118,7 @@ bool gb_api__parse_fields(gb_http_req_t *req, uint32_t *mask)
     return false;
 }
 
+/* Parses a decimal integer in [min, max]; false for anything else. */
 bool gb_api__parse_int(gb_str_t s, long long min, long long max, long long *out)
 {
     char buf[24];

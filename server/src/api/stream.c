@@ -5,6 +5,7 @@
  * asked for ("fields"; most ask for one set or none), and the same bytes go to every subscriber
  * that asked for that set. A subscriber whose unsent bytes pass --stream-buffer is dropped by the
  * http layer, so a slow reader never holds the server back. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uthash.h>
@@ -151,10 +152,10 @@ static void write_to(gb_api_stream_t *st, uint32_t fields, size_t nevents, uint6
     }
 }
 
-/* How many members a mask names; 0 names them all. */
+/* How many members a mask names; 0 names them all, more than any mask. */
 static unsigned members_in(uint32_t fields)
 {
-    return fields == 0 ? 33U : (unsigned)__builtin_popcount(fields);
+    return fields == 0 ? UINT_MAX : (unsigned)__builtin_popcount(fields);
 }
 
 static void on_flush_timer(uv_timer_t *timer)
