@@ -238,6 +238,7 @@ async function main() {
           firstRender: mark.startTime,
           apply: apply ? apply.duration : NaN,
           listDone: list.length ? Math.max(...list.map((e) => e.responseEnd)) : NaN,
+          listBytes: list.reduce((n, e) => n + e.decodedBodySize, 0),
           shown: document.querySelector('section.board').gbShown().length,
           dom: document.querySelectorAll('#tiles .tile').length,
         };
@@ -245,7 +246,7 @@ async function main() {
       if (fr.shown !== DEVICES) throw new Error(`the board shows ${fr.shown} devices, not ${DEVICES}`);
       firstRenders.push(fr);
       console.log(`run ${run}: first complete render ${f1(fr.firstRender)} ms (scripts loaded ${f1(fr.dcl)} ms, signed in ${f1(fr.whoami)} ms, `
-        + `device list in ${fr.pages.length} pages of ${fr.pages.map(f1).join(' + ')} ms, in at ${f1(fr.listDone)} ms; records, order and the ${fr.dom} tiles near the viewport built in ${f1(fr.apply)} ms)`);
+        + `device list (${(fr.listBytes / 1000).toFixed(0)} kB) in ${fr.pages.length} pages of ${fr.pages.map(f1).join(' + ')} ms, in at ${f1(fr.listDone)} ms; records, order and the ${fr.dom} tiles near the viewport built in ${f1(fr.apply)} ms)`);
 
       // The burst: BURST provisioning devices that have not moved yet.
       await page.waitForTimeout(1000);
