@@ -320,7 +320,12 @@ static void on_stream(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_
 {
     gb_api_stream_t *st = api->stream;
     const gb_config_t *cfg = api->cfg;
+    uint32_t fields;
 
+    /* A bad "fields" is the request's fault whatever the stream's state: 400 before any 503. */
+    if (!gb_api__parse_fields(req, &fields)) {
+        return;
+    }
     if (st->closing) {
         gb_http_respond_errorf(req, 503, "unavailable", "the server is shutting down");
         return;
@@ -330,10 +335,6 @@ static void on_stream(gb_api_t *api, gb_http_req_t *req, const gb_auth_identity_
         gb_http_respond_errorf(req, 503, "unavailable",
                                "the live stream has its %u subscribers already; retry later",
                                cfg->stream_max_subscribers);
-        return;
-    }
-    uint32_t fields;
-    if (!gb_api__parse_fields(req, &fields)) {
         return;
     }
     timers_init(st);
