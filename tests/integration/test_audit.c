@@ -3,8 +3,9 @@
  * figures, attempts, the user's sign-in, technician actions, profile changes); an UPDATE or a
  * DELETE made behind the server's back by a database superuser is detected and the first bad
  * entry named; concurrent writers never fork a chain; CSV and HTML escape what users control;
- * the NDJSON export pages; and the server's own database role, set up as docker/
- * postgres-roles.sql says, cannot change the log. */
+ * the NDJSON export pages, and its ids follow commit order, so that a reader paging by id
+ * misses no entry; and the server's own database role, set up as docker/postgres-roles.sql
+ * says, cannot change the log. */
 #include <csv.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -670,6 +671,102 @@ static void test_export_pages_every_entry_as_ndjson(void **state)
     gb_th_resp_free(&r);
 }
 
+/* ---- ids in commit order ---- */
+
+/* The ids of the export's entries after after_id, in the order given, for the serials that
+ * start with AUDIT-ORDER- (up to n); returns how many. */
+static int export_order_ids(long after_id, long *ids, int n)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/api/v1/audit/export?after_id=%ld", after_id);
+    gb_th_resp_t r;
+    gb_th_request_auth(srv.port, "GET", path, viewer, NULL, &r);
+    assert_int_equal(r.status, 200);
+    int got = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(r.body, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        json_t *e = json_loads(line, 0, NULL);
+        assert_non_null(e);
+        if (strncmp(json_string_value(json_object_get(e, "serial")), "AUDIT-ORDER-", 12) == 0) {
+            assert_true(got < n);
+            ids[got++] = (long)json_integer_value(json_object_get(e, "id"));
+        }
+        json_decref(e);
+    }
+    gb_th_resp_free(&r);
+    return got;
+}
+
+static void test_ids_follow_commit_order(void **state)
+{
+    (void)state;
+    char *v = sql_value("SELECT coalesce(max(id), 0) FROM audit_log");
+    long last = atol(v);
+    free(v);
+    PGconn *a = PQconnectdb(url);
+    PGconn *b = PQconnectdb(url);
+    assert_int_equal(PQstatus(a), CONNECTION_OK);
+    assert_int_equal(PQstatus(b), CONNECTION_OK);
+
+    /* A appends an entry and keeps its transaction open; B appends one for another device. */
+    assert_string_equal(sql_try(a, "BEGIN"), "");
+    assert_string_equal(sql_try(a, "INSERT INTO audit_log (serial, actor, action) VALUES "
+                                   "('AUDIT-ORDER-A', 'slow', 'note')"),
+                        "");
+    assert_int_equal(PQsendQuery(b, "INSERT INTO audit_log (serial, actor, action) VALUES "
+                                    "('AUDIT-ORDER-B', 'quick', 'note') RETURNING id"),
+                     1);
+    /* B waits for A's transaction (an advisory lock) instead of committing before it. */
+    bool waiting = false;
+    bool done = false;
+    for (int i = 0; i < 1000 && !waiting && !done; i++) {
+        v = sql_value("SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND "
+                      "wait_event_type = 'Lock' AND wait_event = 'advisory'",
+                      PQbackendPID(b));
+        waiting = strcmp(v, "1") == 0;
+        free(v);
+        assert_int_equal(PQconsumeInput(b), 1);
+        done = !PQisBusy(b);
+        if (!waiting && !done) {
+            gb_th_sleep_ms(10);
+        }
+    }
+    printf("second writer %s\n", waiting ? "waits for the first" : "did not wait");
+    assert_true(waiting);
+    long ids[4];
+    assert_int_equal(export_order_ids(last, ids, 4), 0);
+
+    /* A commits: B goes on and its entry gets the higher id. A reader that pages from the last
+     * id it saw therefore misses neither. */
+    assert_string_equal(sql_try(a, "COMMIT"), "");
+    long b_id = 0;
+    PGresult *res;
+    while ((res = PQgetResult(b)) != NULL) {
+        if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+            b_id = atol(PQgetvalue(res, 0, 0));
+        }
+        PQclear(res);
+    }
+    v = sql_value("SELECT id FROM audit_log WHERE serial = 'AUDIT-ORDER-A'");
+    long a_id = atol(v);
+    free(v);
+    printf("ids: first writer %ld, second %ld\n", a_id, b_id);
+    assert_true(a_id > last);
+    assert_true(b_id > a_id);
+
+    /* An id given by the writer is replaced like the chain's columns. */
+    assert_string_equal(sql_try(a, "INSERT INTO audit_log (id, serial, actor, action) VALUES "
+                                   "(9000000000000000000, 'AUDIT-ORDER-C', 'forger', 'note')"),
+                        "");
+    assert_int_equal(export_order_ids(last, ids, 4), 3);
+    assert_int_equal(ids[0], a_id);
+    assert_int_equal(ids[1], b_id);
+    assert_true(ids[2] > b_id && ids[2] < 9000000000000000000L);
+    PQfinish(a);
+    PQfinish(b);
+}
+
 /* ---- the server's own role ---- */
 
 /* url with its user replaced (the fixture's URLs end in user=postgres). */
@@ -798,6 +895,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_writers_never_fork_a_chain),
         cmocka_unit_test(test_csv_and_html_escape_what_users_control),
         cmocka_unit_test(test_export_pages_every_entry_as_ndjson),
+        cmocka_unit_test(test_ids_follow_commit_order),
         cmocka_unit_test(test_superuser_tampering_is_detected),
         cmocka_unit_test(test_server_role_cannot_change_the_log),
     };

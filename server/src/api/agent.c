@@ -449,7 +449,8 @@ static bool on_batch_build(gb_pg_batcher_t *b, gb_pg_batch_item_t **itemsp,
     bool any_actions = rows.act[A_SERIAL].n > 0;
     rows_dispose(&rows);
 
-    /* The batch's statements run at every commit: each connection prepares them once. */
+    /* The batch's statements run at every commit: each connection prepares them once. The
+     * audit entries go last (api/audit.c says why). */
     gb_pg_query_init(q, "BEGIN", 0, NULL, q->cb);
     if (any_rows) {
         gb_pg_query_add_prepared(q, SQL_UPSERT_DEVICES, D_COUNT, dp);

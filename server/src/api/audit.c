@@ -1,8 +1,11 @@
 /* audit: the handover audit trail. Entries are written by the transactions that make the
  * changes they record (agent.c for status changes, attempts, the user's sign-in and technician
  * actions; import.c for imports; profiles.c for profile changes); the database numbers and
- * chains them (migrations/0007_audit_log.sql). This file builds the entries of a device's
- * change and answers the reads:
+ * chains them (migrations/0007_audit_log.sql, 0009_audit_ids_in_commit_order.sql). Appending
+ * takes a lock held to the end of the transaction, which keeps ids in commit order: a
+ * transaction appends in its last statement, after every row lock it needs, so that it waits
+ * for nothing while it holds that lock. This file builds the entries of a device's change and
+ * answers the reads:
  *   GET /api/v1/devices/{serial}/audit[?format=csv]   entries, with the chain re-verified here
  *   GET /api/v1/devices/{serial}/handover[?format=html]  the record handed to the end user
  *   GET /api/v1/audit/export?since=&after_id=&limit=  every device's entries as NDJSON
