@@ -16,6 +16,20 @@
 //                 (requestAnimationFrame deltas), long animation frames (PerformanceObserver
 //                 'long-animation-frame'), and the board's own "board:apply" measures, from the
 //                 first request of the burst until all 1,000 changes are on the board.
+//   reference     what this browser on this machine needs for the same screen and the same
+//                 load without the board's code, measured in the same run, right after each run:
+//                 first render  the board's first screen as the first run drew it, saved as
+//                               static HTML (the same document, style sheet and tiles, with
+//                               no scripts: no modules, no API calls, no data), served to a
+//                               fresh page in place of the board (by Playwright, so that its
+//                               inline positions are not refused by the server's
+//                               Content-Security-Policy) and timed the same way, by a mark set
+//                               once the frame holding the tiles has been produced;
+//                 burst         the frames of that static page while 1,000 provisioning devices
+//                               report at once (a download sample each: the same requests, the
+//                               same server work, but no page listens), so frames lost to the
+//                               CPUs the server, PostgreSQL and the sender share show apart from
+//                               the board's own work.
 // The page is waited for from inside (inPage): Playwright's own waiting would run its injected
 // script on the page's main thread in the middle of the measurement.
 // Goals: first render under 500 ms; no frame longer than 50 ms during the burst.
@@ -105,6 +119,44 @@ export function burstMessages(d, i) {
     d.stage += 1;
   }
   return out;
+}
+
+// The reference burst's message for one device: a download sample, which moves no tile.
+export function sampleMessage(d) {
+  return [{ seq: d.seq++, at: iso(Date.now()), type: 'download', bytes: 52428800, ms: 10000, http_bytes: 41943040, lan_bytes: 10485760, cache_bytes: 0 }];
+}
+
+// The page as it stands, as static HTML: scripts and module preloads removed, and one script
+// that marks 'reference:first-render' once the first frame has been produced (as the board
+// marks its own).
+// Tiles out of the viewport (drawn after the first frame, for scrolling) are left out.
+export function staticSnapshot() {
+  const off = [...document.querySelectorAll('#tiles .tile')].map((el) => {
+    const r = el.getBoundingClientRect();
+    return r.bottom < 0 || r.top > window.innerHeight;
+  });
+  const doc = document.documentElement.cloneNode(true);
+  doc.querySelectorAll('#tiles .tile').forEach((el, i) => {
+    if (off[i]) el.remove();
+  });
+  for (const el of doc.querySelectorAll('script, link[rel=modulepreload]')) el.remove();
+  const mark = doc.ownerDocument.createElement('script');
+  mark.textContent = "requestAnimationFrame(() => setTimeout(() => performance.mark('reference:first-render'), 0));";
+  doc.querySelector('body').append(mark);
+  return `<!doctype html>\n${doc.outerHTML}`;
+}
+
+// Resolves once the static reference has set its mark.
+export function referenceReady() {
+  return new Promise((resolve) => {
+    const obs = new PerformanceObserver((list) => {
+      if (list.getEntriesByName('reference:first-render').length > 0) {
+        obs.disconnect();
+        resolve();
+      }
+    });
+    obs.observe({ type: 'mark', buffered: true });
+  });
 }
 
 // Installed in the page before a burst: frame deltas and long animation frames.
@@ -220,6 +272,8 @@ async function main() {
     chromium = await launch();
     const firstRenders = [];
     const burstRuns = [];
+    const refRuns = [];
+    let snapshot = null;
     for (let run = 1; run <= RUNS; run++) {
       const tab = await open(chromium.browser, { width: 1280, height: 800 });
       const page = tab.page;
@@ -245,6 +299,7 @@ async function main() {
       });
       if (fr.shown !== DEVICES) throw new Error(`the board shows ${fr.shown} devices, not ${DEVICES}`);
       firstRenders.push(fr);
+      if (!snapshot) snapshot = await page.evaluate(staticSnapshot);
       console.log(`run ${run}: first complete render ${f1(fr.firstRender)} ms (scripts loaded ${f1(fr.dcl)} ms, signed in ${f1(fr.whoami)} ms, `
         + `device list (${(fr.listBytes / 1000).toFixed(0)} kB) in ${fr.pages.length} pages of ${fr.pages.map(f1).join(' + ')} ms, in at ${f1(fr.listDone)} ms; records, order and the ${fr.dom} tiles near the viewport built in ${f1(fr.apply)} ms)`);
 
@@ -276,6 +331,34 @@ async function main() {
         + `${over50} of ${frames.length} frames over 50 ms; long animation frames: ${r.noLoaf ? 'not supported' : `${r.loaf.length}, longest ${f1(loafMax)} ms, of which scripts and rendering at most ${f1(loafWork)} ms`}; `
         + `board work ${f1(applySum)} ms in all, ${f1(applyMax)} ms at most per batch`);
       await tab.close();
+
+      // The reference: the first screen as static HTML, then the same load with no page listening.
+      const ref = await open(chromium.browser, { width: 1280, height: 800 });
+      const refUrl = `${server.url}/bench-reference.html`;
+      await ref.page.route(refUrl, (route) => route.fulfill({ status: 200, contentType: 'text/html; charset=utf-8', body: snapshot }));
+      await ref.page.goto(refUrl);
+      await inPage(ref.page, referenceReady, null, 60000);
+      const refFirst = await ref.page.evaluate(() => ({
+        at: performance.getEntriesByName('reference:first-render')[0].startTime,
+        tiles: document.querySelectorAll('#tiles .tile').length,
+      }));
+      await ref.page.waitForTimeout(1000);
+      await ref.page.evaluate(startRecording);
+      await ref.page.waitForTimeout(300);
+      const samplers = fleet.filter((d) => d.stage >= 0).slice(0, BURST);
+      const tr = Date.now();
+      await pool(samplers, CONCURRENCY, (d) => agentPost(server.url, agent, d.serial, sampleMessage(d)));
+      const refSent = Date.now() - tr;
+      await ref.page.waitForTimeout(300);
+      const rr = await ref.page.evaluate(stopRecording);
+      const refFrames = rr.frames.slice(1);
+      const refLongest = Math.max(...refFrames);
+      refRuns.push({ first: refFirst.at, longest: refLongest });
+      console.log(`run ${run}: reference: the first screen as static HTML (${refFirst.tiles} tiles, no scripts or data) drawn at ${f1(refFirst.at)} ms; `
+        + `while ${samplers.length} devices report a download sample each (sent in ${refSent} ms, no page listening) its longest frame ${f1(refLongest)} ms, `
+        + `${refFrames.filter((x) => x > 50).length} of ${refFrames.length} frames over 50 ms`);
+      if (ref.errors.length) throw new Error(`the reference page: ${ref.errors.join('; ')}`);
+      await ref.close();
     }
 
     const frMed = median(firstRenders.map((x) => x.firstRender));
@@ -289,6 +372,9 @@ async function main() {
     console.log(`first complete render (${DEVICES} devices): median ${f1(frMed)} ms, worst ${f1(frMax)} ms over ${RUNS} runs; goal < 500 ms: ${frMax < 500 ? 'met' : frMed < 500 ? 'met by the median' : 'NOT met'}`);
     console.log(`burst of ${BURST} updates: longest frame median ${f1(lfMed)} ms, worst ${f1(lfMax)} ms; board work per batch at most ${f1(apMax)} ms, `
       + `scripts and rendering in any long frame at most ${f1(workMax)} ms; goal no frame > 50 ms: ${lfMax <= 50 ? 'met' : 'NOT met'}`);
+    console.log(`reference, the same first screen as static HTML: first render median ${f1(median(refRuns.map((x) => x.first)))} ms, `
+      + `worst ${f1(Math.max(...refRuns.map((x) => x.first)))} ms; the static page while ${BURST} devices report: longest frame median `
+      + `${f1(median(refRuns.map((x) => x.longest)))} ms, worst ${f1(Math.max(...refRuns.map((x) => x.longest)))} ms`);
   } finally {
     if (chromium) await chromium.close();
     if (server) await server.stop();
