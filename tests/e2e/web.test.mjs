@@ -200,6 +200,30 @@ test('a live update appears after an ingest, without a reload', async () => {
   await page.click('button:has-text("Clear filters")');
 });
 
+test('the live stream is read by a worker, and a browser without workers reads it on the page', async () => {
+  const loaded = (page) => page.evaluate(() => performance.getEntriesByType('resource').some((e) => new URL(e.name).pathname === '/js/stream-worker.js'));
+  assert.equal(await loaded(tab.page), true, 'the board started js/stream-worker.js');
+  const bare = await open(chromium.browser, { shots });
+  pages.push(bare);
+  await bare.page.addInitScript(() => { delete window.Worker; });
+  await bare.page.goto(`${server.url}/#token=${encodeURIComponent(admin)}`);
+  await bare.page.waitForSelector('[data-board-state=ready]', { timeout: 30000 });
+  await bare.page.waitForSelector('#live[data-state=live]', { timeout: 10000 });
+  assert.equal(await bare.page.evaluate(() => typeof Worker), 'undefined');
+  const serial = 'E2E-NOWORKER-1';
+  await bare.page.fill('#board-q', 'e2e-noworker');
+  await bare.page.waitForFunction(() => document.querySelector('section.board').gbShown().length === 0);
+  const t0 = Date.now();
+  await agentPost(server.url, agent, serial, [hello(1, new Date(t0 - 2000).toISOString(), 'E-2'),
+    { seq: 2, at: new Date(t0 - 1000).toISOString(), type: 'stage', stage: 'oobe', state: 'started' }]);
+  live.set(serial, 2); // kept reporting, so it does not turn stalled under later tests
+  const tile = bare.page.locator('#tiles .tile', { has: bare.page.locator('.t-sn', { hasText: serial }) });
+  await tile.waitFor({ timeout: 10000 });
+  assert.equal(await tile.getAttribute('data-status'), 'provisioning');
+  assert.equal(await loaded(bare.page), false, 'no worker was started');
+  await bare.close();
+});
+
 test('filters and search narrow the board to what the API lists', async () => {
   const page = tab.page;
   await gotoBoard(page);

@@ -1,8 +1,11 @@
 // store: every device of the fleet, kept current from the live stream. The list is loaded page by
 // page (GET /api/v1/devices, 1,000 a page); the stream (GET /api/v1/stream) is opened first and
 // its events are held while a load runs, then applied, so nothing that changes during the load is
-// lost. Stream events are coalesced by serial and applied once per animation frame: listeners get
-// one call per frame with the set of serials that changed, never one call per event.
+// lost. A dedicated worker (js/stream-worker.js) reads the stream, so that a burst of events costs
+// the page one message per frame or so rather than a parse and a dispatch per event; without
+// workers (or EventSource in them) the page reads it itself. Changes are coalesced by serial and
+// applied once per animation frame: listeners get one call per frame with the set of serials that
+// changed, never one call per event.
 // After the stream breaks and comes back, the list is loaded again (events sent while it was down
 // are gone). Stalled is a matter of time passing, not of a message, so the stalled devices are
 // asked for every STALL_POLL_MS.
@@ -18,6 +21,9 @@ const STALL_POLL_MS = 30000;
 const TAIL_CURSOR = /"next_cursor"\s*:\s*("(?:[^"\\]|\\.)*"|null)\s*\}\s*$/;
 
 export class Store {
+  // Whether the stream may be read by a worker; false once one could not (for every store).
+  static workers = true;
+
   constructor() {
     this.devices = new Map();   // serial -> Device (at least the FIELDS members)
     this.loaded = false;        // a complete list has arrived at least once
@@ -74,43 +80,91 @@ export class Store {
     for (const fn of this.connListeners) fn(state);
   }
 
+  // The stream is read by a worker (js/stream-worker.js), which hands over the changes once per
+  // frame or so; where the browser cannot run it, it is read here, event by event. this.es is
+  // the current link ({close}); handlers of an older link do nothing.
   openStream() {
     this.setConnection('connecting');
-    const es = new EventSource(streamUrl({ fields: FIELDS }));
-    this.es = es;
-    es.addEventListener('open', () => {
+    const url = streamUrl({ fields: FIELDS });
+    const link = { close() {} };
+    this.es = link;
+    const current = () => this.es === link;
+    const onOpen = () => {
+      if (!current()) return;
       this.setConnection('live');
       if (this.streamBroke) {
         // Changes made while the stream was down were never sent: load the list again.
         this.streamBroke = false;
         this.load();
       }
-    });
-    es.addEventListener('error', () => {
-      if (es.readyState === EventSource.CLOSED) {
+    };
+    const onError = (closed) => {
+      if (!current()) return;
+      this.streamBroke = true;
+      if (closed) {
         // The server refused the stream (a revoked token, too many subscribers): EventSource
         // gives up; try again later, from scratch.
+        link.close();
         this.setConnection('closed');
-        this.streamBroke = true;
         setTimeout(() => {
-          if (this.es === es) this.openStream();
+          if (current()) this.openStream();
         }, 10000);
       } else {
         this.setConnection('reconnecting');
-        this.streamBroke = true;
       }
-    });
-    es.addEventListener('device', (ev) => {
-      let dev;
-      try {
-        dev = JSON.parse(ev.data);
-      } catch {
-        return;
-      }
-      if (!dev || typeof dev.serial !== 'string') return;
-      this.pending.set(dev.serial, dev);
+    };
+    const onDevices = (devices) => {
+      if (!current()) return;
+      for (const dev of devices) this.pending.set(dev.serial, dev);
       this.schedule();
+    };
+    const direct = () => {
+      if (!current()) return;
+      const es = new EventSource(url);
+      link.close = () => es.close();
+      es.addEventListener('open', onOpen);
+      es.addEventListener('error', () => onError(es.readyState === EventSource.CLOSED));
+      es.addEventListener('device', (ev) => {
+        let dev;
+        try {
+          dev = JSON.parse(ev.data);
+        } catch {
+          return;
+        }
+        if (dev && typeof dev.serial === 'string') onDevices([dev]);
+      });
+    };
+    let worker = null;
+    if (Store.workers && typeof Worker !== 'undefined') {
+      try {
+        worker = new Worker(new URL('./stream-worker.js', import.meta.url));
+      } catch {
+        worker = null;
+      }
+    }
+    if (!worker) {
+      direct();
+      return;
+    }
+    const giveUp = () => {
+      // No stream in a worker here: read it on this thread from now on.
+      worker.terminate();
+      Store.workers = false;
+      direct();
+    };
+    link.close = () => worker.terminate();
+    worker.addEventListener('message', (e) => {
+      const m = e.data;
+      if (m.type === 'devices') onDevices(m.devices);
+      else if (m.type === 'open') onOpen();
+      else if (m.type === 'error') onError(m.closed);
+      else if (m.type === 'unsupported') giveUp();
     });
+    worker.addEventListener('error', (e) => {
+      e.preventDefault();
+      giveUp();
+    });
+    worker.postMessage({ type: 'open', url });
   }
 
   schedule() {
