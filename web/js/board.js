@@ -172,6 +172,11 @@ export function mountBoard(root, { store, query }) {
   const grid = h('div', { class: 'tiles', id: 'tiles', role: 'group', 'aria-label': 'Devices (arrow keys move between them)', on: { keydown: onGridKey, focusin: onGridFocus } });
   const section = h('section', { class: 'board', 'aria-labelledby': 'board-h', dataset: { boardState: 'loading' } },
     h('h1', { id: 'board-h', class: 'visually-hidden', text: 'Fleet board' }), counts, controls, msg, grid);
+  // Until the fleet is in, the page shows the loading message alone: laying out the counts and
+  // the filters first would cost a frame that the first complete one redoes.
+  const waiting = !store.loaded && !store.error;
+  counts.hidden = waiting;
+  controls.hidden = waiting;
   root.append(section);
 
   let searchTimer = 0;
@@ -526,6 +531,10 @@ export function mountBoard(root, { store, query }) {
     if (reset) {
       // Devices gone from a fresh list lose their records.
       for (const serial of recs.keys()) if (!store.devices.has(serial)) changed.add(serial);
+    }
+    if (counts.hidden && (store.loaded || store.error)) {
+      counts.hidden = false;
+      controls.hidden = false;
     }
     if (!measured) { measure(); measured = true; }
     let slotsMoved = reset;
