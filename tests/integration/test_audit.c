@@ -734,7 +734,7 @@ static void test_ids_follow_commit_order(void **state)
     }
     printf("second writer %s\n", waiting ? "waits for the first" : "did not wait");
     assert_true(waiting);
-    long ids[4];
+    long ids[4] = {0};
     assert_int_equal(export_order_ids(last, ids, 4), 0);
 
     /* A commits: B goes on and its entry gets the higher id. A reader that pages from the last
