@@ -146,17 +146,23 @@ export class Store {
       direct();
       return;
     }
+    let opened = false;
     const giveUp = () => {
-      // No stream in a worker here: read it on this thread from now on.
+      // No stream in a worker here: read it on this thread from now on. Had the worker's stream
+      // been open, what changed meanwhile is loaded again once this one opens.
       worker.terminate();
       Store.workers = false;
+      if (opened && current()) this.streamBroke = true;
       direct();
     };
     link.close = () => worker.terminate();
     worker.addEventListener('message', (e) => {
       const m = e.data;
       if (m.type === 'devices') onDevices(m.devices);
-      else if (m.type === 'open') onOpen();
+      else if (m.type === 'open') {
+        opened = true;
+        onOpen();
+      }
       else if (m.type === 'error') onError(m.closed);
       else if (m.type === 'unsupported') giveUp();
     });

@@ -4,7 +4,7 @@
 // them to the page at most once every FLUSH_MS as one message. Started by js/store.js, which
 // reads the stream itself where a worker cannot (no EventSource in workers, or no workers).
 //
-// Page -> worker: {type: 'open', url} | {type: 'close'}
+// Page -> worker: {type: 'open', url} (the page ends the stream by terminating the worker)
 // Worker -> page: {type: 'unsupported'} | {type: 'open'} | {type: 'error', closed: bool}
 //                 | {type: 'devices', devices: [Device, ...]}
 
@@ -54,11 +54,5 @@ self.addEventListener('message', (e) => {
   if (m.type === 'open') {
     if (es) es.close();
     open(m.url);
-  } else if (m.type === 'close') {
-    if (es) es.close();
-    es = null;
-    clearTimeout(timer);
-    timer = 0;
-    held.clear();
   }
 });
