@@ -6,7 +6,7 @@
 -- saw (after_id) could then read id 11 while id 10 was still uncommitted, and never see 10.
 --
 -- Now every statement that appends to audit_log first takes one transaction-level lock, held
--- until its transaction ends, and each row's id is drawn in the chain trigger, after that lock.
+-- until its transaction ends, and each row's id is drawn by a row trigger, after that lock.
 -- A transaction that appends therefore waits for any other appender to commit or roll back,
 -- and its ids are above every id already visible: when a reader sees an entry, it sees every
 -- entry with a lower id. Writers take this lock last: each transaction that appends does so in
@@ -32,35 +32,16 @@ $$;
 CREATE TRIGGER audit_log_order BEFORE INSERT ON audit_log
     FOR EACH STATEMENT EXECUTE FUNCTION audit_order();
 
--- The chain trigger of 0008, which now also draws the id.
-CREATE OR REPLACE FUNCTION audit_chain() RETURNS trigger
+-- Draws each row's id, after the statement's lock. A trigger of its own: the chain trigger (0008)
+-- is unchanged.
+CREATE FUNCTION audit_number() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public
 AS $$
-DECLARE
-    genesis bytea;
 BEGIN
     NEW.id := nextval('audit_log_id_seq'::regclass);
-    NEW.at := date_trunc('microseconds', coalesce(NEW.at, now()));
-    LOOP
-        UPDATE audit_heads AS h
-           SET seq = h.seq + 1, prev = h.hash,
-               hash = sha256(h.hash || audit_payload(NEW.serial, h.seq + 1, NEW.at, NEW.actor,
-                                                     NEW.action, NEW.detail))
-         WHERE h.serial = NEW.serial
-        RETURNING h.seq, h.prev, h.hash INTO NEW.seq, NEW.prev_hash, NEW.hash;
-        IF FOUND THEN
-            RETURN NEW;
-        END IF;
-        genesis := audit_genesis(NEW.serial);
-        INSERT INTO audit_heads (serial, seq, prev, hash)
-        VALUES (NEW.serial, 1, genesis,
-                sha256(genesis || audit_payload(NEW.serial, 1, NEW.at, NEW.actor, NEW.action,
-                                                NEW.detail)))
-        ON CONFLICT (serial) DO NOTHING
-        RETURNING seq, prev, hash INTO NEW.seq, NEW.prev_hash, NEW.hash;
-        IF FOUND THEN
-            RETURN NEW;
-        END IF;
-    END LOOP;
+    RETURN NEW;
 END
 $$;
+
+CREATE TRIGGER audit_log_number BEFORE INSERT ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_number();

@@ -4,13 +4,12 @@
 // them to the page at most once every FLUSH_MS as one message. Started by js/store.js, which
 // reads the stream itself where a worker cannot (no EventSource in workers, or no workers).
 //
-// Page -> worker: {type: 'open', url} (the page ends the stream by terminating the worker)
+// Page -> worker: {type: 'open', url}, once (the page ends the stream by terminating the worker)
 // Worker -> page: {type: 'unsupported'} | {type: 'open'} | {type: 'error', closed: bool}
 //                 | {type: 'devices', devices: [Device, ...]}
 
 const FLUSH_MS = 16;
 
-let es = null;
 let held = new Map(); // serial -> Device, the newest of each since the last post
 let timer = 0;
 
@@ -28,7 +27,6 @@ function open(url) {
     return;
   }
   const source = new EventSource(url);
-  es = source;
   source.addEventListener('open', () => self.postMessage({ type: 'open' }));
   source.addEventListener('error', () => {
     // Events held so far are still good: they go before the page hears of the break.
@@ -51,8 +49,5 @@ function open(url) {
 self.addEventListener('message', (e) => {
   const m = e.data;
   if (!m) return;
-  if (m.type === 'open') {
-    if (es) es.close();
-    open(m.url);
-  }
+  if (m.type === 'open') open(m.url);
 });
