@@ -268,10 +268,11 @@ static size_t send_upload(gb_th_conn_t *c, const char *token, const gb_buf_t *bo
     return off;
 }
 
-/* Waits until the query's count reaches want (or timeout_ms passes); returns the last count. */
+/* Waits until the query's count reaches want (or timeout_ms, scaled for a slow run, passes);
+ * returns the last count. */
 static long long wait_count(PGconn *conn, const char *sql, long long want, unsigned timeout_ms)
 {
-    int64_t deadline = gb_time_mono_ms() + timeout_ms;
+    int64_t deadline = gb_time_mono_ms() + gb_th_scale_ms(timeout_ms);
     long long n;
     while ((n = count_on(conn, sql, NULL)) < want && gb_time_mono_ms() < deadline) {
         gb_th_sleep_ms(20);
@@ -614,7 +615,8 @@ static void test_import_client_leaving_midway_leaves_the_server_healthy(void **s
     /* ...and once it has gone the import ends, saying how many rows it stored (a chunk in flight
      * is settled first; a partial one is dropped). */
     long long n = -1;
-    for (int i = 0; i < 1000 && n < 0; i++) {
+    for (int64_t deadline = gb_time_mono_ms() + gb_th_scale_ms(20000);
+         n < 0 && gb_time_mono_ms() < deadline;) {
         char *log = gb_th_server_log(&srv);
         const char *at = strstr(log, "the connection closed before the whole request body");
         const char *st = at != NULL ? strstr(at, "; stored=") : NULL;
