@@ -2,7 +2,9 @@
  * events after acknowledged agent reports, auth by header or ?access_token=, coalescing of a
  * burst, heartbeats, a stalled subscriber dropped while ingest goes on, the subscriber limit,
  * and a clean exit on SIGTERM with subscribers connected. Subscribers are raw sockets read by a
- * small Server-Sent Events parser, as a browser's EventSource would read them. */
+ * small Server-Sent Events parser, as a browser's EventSource would read them. Waits for an event,
+ * a close or a metric are scaled by gb_th_scale_ms() (GB_TEST_TIME_SCALE), so a slow run (under
+ * valgrind) gets the time it needs; windows in which nothing may happen are not. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -161,7 +163,7 @@ static void sub_connect(sub_t *s, int port, const char *path, const char *token,
 /* Reads the response head; fails the test unless it is a 200 event stream. */
 static void sub_expect_stream(sub_t *s)
 {
-    int64_t deadline = gb_time_mono_ms() + 10000;
+    int64_t deadline = gb_time_mono_ms() + gb_th_scale_ms(10000);
     char *end;
     while ((end = s->in.len > 0 ? strstr(s->in.data, "\r\n\r\n") : NULL) == NULL) {
         if (sub_fill(s, left_ms(deadline)) <= 0) {
@@ -260,7 +262,7 @@ static int sub_next(sub_t *s, sse_event_t *e, int timeout_ms)
 /* Reads and discards until the server closes the stream; false on timeout. */
 static bool sub_wait_closed(sub_t *s, int timeout_ms)
 {
-    int64_t deadline = gb_time_mono_ms() + timeout_ms;
+    int64_t deadline = gb_time_mono_ms() + gb_th_scale_ms((unsigned)timeout_ms);
     for (;;) {
         ssize_t n = sub_fill(s, left_ms(deadline));
         gb_buf_reset(&s->in);
@@ -314,7 +316,7 @@ static const char *jstr(json_t *o, const char *key)
 static json_t *wait_device_event(sub_t *s, const char *serial, bool (*want)(json_t *, void *),
                                  void *arg, int timeout_ms, int *count, unsigned long long *last_id)
 {
-    int64_t deadline = gb_time_mono_ms() + timeout_ms;
+    int64_t deadline = gb_time_mono_ms() + gb_th_scale_ms((unsigned)timeout_ms);
     sse_event_t e;
     for (;;) {
         int rc = sub_next(s, &e, left_ms(deadline));
@@ -488,7 +490,7 @@ static long long metric(int port, const char *name)
 /* Waits until metric name equals want; fails after timeout_ms. */
 static void wait_metric(int port, const char *name, long long want, int timeout_ms)
 {
-    int64_t deadline = gb_time_mono_ms() + timeout_ms;
+    int64_t deadline = gb_time_mono_ms() + gb_th_scale_ms((unsigned)timeout_ms);
     long long v;
     while ((v = metric(port, name)) != want) {
         if (gb_time_mono_ms() > deadline) {
@@ -510,7 +512,7 @@ static void test_a_subscriber_sees_each_acknowledged_change(void **state)
 
     sub_open(&s, port, STREAM_PATH, main_srv.viewer);
     /* The stream opens with the reconnection hint. */
-    assert_int_equal(sub_next(&s, &e, 5000), 1);
+    assert_int_equal(sub_next(&s, &e, (int)gb_th_scale_ms(5000)), 1);
     assert_non_null(e.retry);
     assert_true(atoi(e.retry) > 0);
     sse_event_free(&e);
