@@ -2,14 +2,30 @@
  * (getrandom(2)). Token secrets and audit hashes use these; nothing here is hand-rolled. */
 #include <errno.h>
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
+#include <openssl/evp.h>
+#include <pthread.h>
 #include <sys/random.h>
 
 #include "util.h"
 
+/* The digest is looked up once: SHA256() and EVP_Digest() by name look it up in libcrypto's
+ * provider tables at every call, which costs more than hashing a token (every request hashes
+ * its bearer token). Kept for the life of the process. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 void gb_sha256(const void *data, size_t len, uint8_t out[GB_SHA256_LEN])
 {
-    SHA256(data, len, out);
+    int once = pthread_once(&sha256_once, sha256_fetch);
+    GB_ASSERT(once == 0 && sha256_md != NULL);
+    unsigned int n = 0;
+    int ok = EVP_Digest(data, len, out, &n, sha256_md, NULL);
+    GB_ASSERT(ok == 1 && n == GB_SHA256_LEN);
 }
 
 void gb_hex_encode(const uint8_t *in, size_t n, char *out)
