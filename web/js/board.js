@@ -8,7 +8,7 @@
 // between tiles (scrolling hidden ones into view), Enter opens a device.
 // Filters live in the address (#/board?status=red&q=...), so a filtered board can be linked.
 
-import { h, setText } from './dom.js';
+import { h, icon, setText } from './dom.js';
 import { STATUSES, STATUS_LABEL, STATUS_HINT, STAGES, stageName, progress, shortTime, naturalSort } from './format.js';
 
 // Lower ranks first in the "needs attention" order: red screens, stalled devices, green screens
@@ -135,14 +135,14 @@ export function mountBoard(root, { store, query }) {
       type: 'button', class: 'count', dataset: { status: s }, 'aria-pressed': String(f.statuses.has(s)),
       title: `${STATUS_LABEL[s]}: ${STATUS_HINT[s]}. Press to show only these (or add them to the filter).`,
       on: { click: () => toggleStatus(s) },
-    }, h('span', { class: 'ico', 'aria-hidden': 'true' }), h('span', { class: 'label', text: STATUS_LABEL[s] }), n);
+    }, icon(s), h('span', { class: 'label', text: STATUS_LABEL[s] }), n);
   });
   const stalledN = h('span', { class: 'n', text: '0' });
   const stalledBtn = h('button', {
     type: 'button', class: 'count', dataset: { status: 'stalled' }, 'aria-pressed': String(f.stalled),
     title: 'Devices silent longer than the stall timeout. Press to show only these.',
     on: { click: () => { f.stalled = !f.stalled; stalledBox.checked = f.stalled; changedFilters(); } },
-  }, h('span', { class: 'ico', 'aria-hidden': 'true' }), h('span', { class: 'label', text: 'Stalled' }), stalledN);
+  }, icon('stalled'), h('span', { class: 'label', text: 'Stalled' }), stalledN);
   const totalN = h('span', { class: 'n', text: '0' });
   const counts = h('div', { class: 'counts', role: 'group', 'aria-label': 'Devices by status (each button filters the board)' },
     countButtons, stalledBtn, h('span', { class: 'total' }, totalN, ' devices'));
@@ -223,7 +223,7 @@ export function mountBoard(root, { store, query }) {
   // Texts change as the data of their text nodes, and the progress is a custom property of the
   // bar alone, so the common update (a device's next stage) restyles no element but the bar.
   // A view is a tile element bound to one device while it is on screen, then reused.
-  const skeleton = h('a', { class: 'tile', tabindex: '-1' },
+  const skeleton = h('a', { class: 'tile', tabindex: '-1' }, icon('registered', 't-ico'),
     h('span', { class: 't-st' }, ''), h('span', { class: 't-slot' }, ''), h('span', { class: 't-sn' }, ''), h('span', { class: 't-info' }, ''),
     h('span', { class: 't-bar' }));
   const pool = [];
@@ -235,8 +235,8 @@ export function mountBoard(root, { store, query }) {
     const v = pool.pop();
     if (v) return v;
     const el = skeleton.cloneNode(true);
-    const [st, slot, sn, info, bar] = el.children;
-    return { el, st: st.firstChild, slot: slot.firstChild, sn: sn.firstChild, info: info.firstChild, bar, stall: null, serial: null, dev: null, idx: -1, text: {} };
+    const [ico, st, slot, sn, info, bar] = el.children;
+    return { el, use: ico.firstChild, st: st.firstChild, slot: slot.firstChild, sn: sn.firstChild, info: info.firstChild, bar, stall: null, serial: null, dev: null, idx: -1, text: {} };
   }
 
   function bind(v, rec) {
@@ -253,7 +253,10 @@ export function mountBoard(root, { store, query }) {
   function paint(v, d) {
     const old = v.dev;
     const el = v.el;
-    if (!old || old.status !== d.status) el.dataset.status = d.status;
+    if (!old || old.status !== d.status) {
+      el.dataset.status = d.status;
+      v.use.setAttribute('href', `#i-${d.status}`);
+    }
     if (!old || old.stalled !== d.stalled) {
       el.classList.toggle('stalled', d.stalled);
       if (d.stalled && !v.stall) v.stall = el.appendChild(h('span', { class: 't-stall', text: 'Stalled' }));

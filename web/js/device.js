@@ -4,7 +4,7 @@
 // page follows the live stream: when this device changes, its detail is fetched again (at most
 // once a second) and the read-only parts are redrawn; the action forms keep what is typed.
 
-import { h, fill, dl, setText, append } from './dom.js';
+import { h, icon, fill, dl, setText, append } from './dom.js';
 import { api, enc, ApiError } from './api.js';
 import {
   STATUS_LABEL, stageName, WARNINGS, duration, bytes, number, percent, mbps, dateTime, relative, progress,
@@ -15,7 +15,7 @@ const EVENTS_PAGE = 50;
 
 export function statusBadge(d) {
   return h('span', { class: 'badge', dataset: { status: d.status } },
-    h('span', { class: 'ico', 'aria-hidden': 'true' }), STATUS_LABEL[d.status] || d.status);
+    icon(d.status), STATUS_LABEL[d.status] || d.status);
 }
 
 export function stalledBadge(d) {

@@ -31,6 +31,22 @@ export function append(el, children) {
   return el;
 }
 
+const SVG_NS = 'http://www.w3.org/2000/svg';
+
+// A status icon (or any symbol of index.html's sprite): <svg class="ico"><use href="#i-NAME">,
+// drawn in the current colour, hidden from assistive technology (the status is always written
+// next to it).
+export function icon(name, className) {
+  const svg = document.createElementNS(SVG_NS, 'svg');
+  svg.setAttribute('class', className ? `ico ${className}` : 'ico');
+  svg.setAttribute('aria-hidden', 'true');
+  svg.setAttribute('focusable', 'false');
+  const use = document.createElementNS(SVG_NS, 'use');
+  use.setAttribute('href', `#i-${name}`);
+  svg.append(use);
+  return svg;
+}
+
 // Replaces el's children with the given ones.
 export function fill(el, ...children) {
   el.replaceChildren();
