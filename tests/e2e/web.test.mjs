@@ -80,6 +80,22 @@ async function tiles(page) {
   })));
 }
 
+// For each element of selector: its serial (tiles) or status (counts), and the symbol its status
+// icon draws ("#i-red") or what is wrong with it: the symbol must be in the page's sprite and the
+// icon must take room on screen.
+async function icons(page, selector) {
+  return page.$$eval(selector, (els) => els.map((e) => {
+    const key = e.dataset.serial || e.dataset.status;
+    const use = e.querySelector('svg.ico use');
+    if (!use) return [key, 'no icon'];
+    const href = use.getAttribute('href');
+    const symbol = href && href.startsWith('#') ? document.getElementById(href.slice(1)) : null;
+    if (!symbol || symbol.tagName !== 'symbol' || symbol.childElementCount === 0) return [key, `${href}: no such symbol`];
+    const box = use.ownerSVGElement.getBoundingClientRect();
+    return [key, box.width > 0 && box.height > 0 ? href : `${href}: not drawn`];
+  }));
+}
+
 async function gotoBoard(page, query = '') {
   await page.evaluate((q) => { location.hash = `#/board${q}`; }, query);
   await page.waitForSelector('[data-board-state=ready]', { timeout: 15000 });
@@ -155,6 +171,12 @@ test('the board counts equal /api/v1/summary', async (t) => {
   const onScreen = await tiles(page);
   assert.ok(onScreen.length >= 20 && onScreen.length < summary.devices, `the grid holds the tiles near the viewport (${onScreen.length})`);
   for (const tile of onScreen) assert.ok(tile.label.trim().length > 0, `${tile.serial} has a status label`);
+  // ...and draw their status's icon, as the counts bar does.
+  const tileIcons = new Map(await icons(page, '#tiles .tile'));
+  for (const tile of onScreen) assert.equal(tileIcons.get(tile.serial), `#i-${tile.status}`, `${tile.serial}'s icon`);
+  const countIcons = await icons(page, '.counts .count');
+  assert.equal(countIcons.length, 8, 'a count per status, and the stalled one');
+  for (const [status, icon] of countIcons) assert.equal(icon, `#i-${status}`, `the ${status} count's icon`);
   const reds = onScreen.filter((x) => x.status === 'red');
   assert.ok(reds.length > 0, 'red screens lead the board');
   for (const tile of reds) assert.match(tile.info, /^[a-z_]+/, `${tile.serial} shows its diagnosis`);
@@ -190,6 +212,7 @@ test('a live update appears after an ingest, without a reload', async () => {
     return el && el.dataset.status === 'red';
   }, serial, { timeout: 10000 });
   assert.equal(await tile.locator('.t-info').textContent(), 'device_object_missing');
+  assert.equal(await tile.locator('svg.ico use').getAttribute('href'), '#i-red', 'the icon follows the status');
   assert.equal(await bar.isVisible(), false, 'a red tile has no progress bar');
   assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page was not reloaded');
   const summary = await api('/api/v1/summary');
