@@ -30,6 +30,9 @@
 //                               same server work, but no page listens), so frames lost to the
 //                               CPUs the server, PostgreSQL and the sender share show apart from
 //                               the board's own work.
+//   second load   after the reference, the board is opened again in the first page's browser
+//                 context (its cache, and the token the first load kept): the same mark, for
+//                 the technician who has had the board open before. Reported, with no goal.
 // The page is waited for from inside (inPage): Playwright's own waiting would run its injected
 // script on the page's main thread in the middle of the measurement.
 // Goals: first render under 500 ms; no frame longer than 50 ms during the burst.
@@ -273,6 +276,7 @@ async function main() {
     const firstRenders = [];
     const burstRuns = [];
     const refRuns = [];
+    const secondLoads = [];
     let snapshot = null;
     for (let run = 1; run <= RUNS; run++) {
       const tab = await open(chromium.browser, { width: 1280, height: 800 });
@@ -330,7 +334,8 @@ async function main() {
       console.log(`run ${run}: burst of ${BURST} updates (sent in ${sent} ms, applied in ${r.applies.length} batches): longest frame ${f1(longest)} ms, `
         + `${over50} of ${frames.length} frames over 50 ms; long animation frames: ${r.noLoaf ? 'not supported' : `${r.loaf.length}, longest ${f1(loafMax)} ms, of which scripts and rendering at most ${f1(loafWork)} ms`}; `
         + `board work ${f1(applySum)} ms in all, ${f1(applyMax)} ms at most per batch`);
-      await tab.close();
+      // The context stays, with its cache and the stored token, for the second load below.
+      await page.close();
 
       // The reference: the first screen as static HTML, then the same load with no page listening.
       const ref = await open(chromium.browser, { width: 1280, height: 800 });
@@ -359,6 +364,20 @@ async function main() {
         + `${refFrames.filter((x) => x > 50).length} of ${refFrames.length} frames over 50 ms`);
       if (ref.errors.length) throw new Error(`the reference page: ${ref.errors.join('; ')}`);
       await ref.close();
+
+      // A second load in the first page's browser context: its HTTP cache (every file revalidated,
+      // as gloveboxd sends no-cache) and the token the first load kept. No goal: the first
+      // render above, with nothing cached, is the one the goal is for.
+      const again = await tab.context.newPage();
+      await again.goto(`${server.url}/`);
+      await inPage(again, boardReady, null, 60000);
+      const warm = await again.evaluate(() => ({
+        at: performance.getEntriesByName('board:first-render')[0].startTime,
+        cached: performance.getEntriesByType('resource').filter((e) => /\.(js|css)$/.test(e.name) && e.transferSize < e.encodedBodySize).length,
+      }));
+      secondLoads.push(warm.at);
+      console.log(`run ${run}: a second load in the same browser (stored token; ${warm.cached} scripts and style sheets answered from its cache after revalidation): first complete render ${f1(warm.at)} ms`);
+      await tab.close();
     }
 
     const frMed = median(firstRenders.map((x) => x.firstRender));
@@ -372,6 +391,7 @@ async function main() {
     console.log(`first complete render (${DEVICES} devices): median ${f1(frMed)} ms, worst ${f1(frMax)} ms over ${RUNS} runs; goal < 500 ms: ${frMax < 500 ? 'met' : frMed < 500 ? 'met by the median' : 'NOT met'}`);
     console.log(`burst of ${BURST} updates: longest frame median ${f1(lfMed)} ms, worst ${f1(lfMax)} ms; board work per batch at most ${f1(apMax)} ms, `
       + `scripts and rendering in any long frame at most ${f1(workMax)} ms; goal no frame > 50 ms: ${lfMax <= 50 ? 'met' : 'NOT met'}`);
+    console.log(`a second load in the same browser (no goal): first complete render median ${f1(median(secondLoads))} ms, worst ${f1(Math.max(...secondLoads))} ms`);
     console.log(`reference, the same first screen as static HTML: first render median ${f1(median(refRuns.map((x) => x.first)))} ms, `
       + `worst ${f1(Math.max(...refRuns.map((x) => x.first)))} ms; the static page while ${BURST} devices report: longest frame median `
       + `${f1(median(refRuns.map((x) => x.longest)))} ms, worst ${f1(Math.max(...refRuns.map((x) => x.longest)))} ms`);
