@@ -5,7 +5,8 @@
 # Goals: first render under 500 ms, no frame longer than 50 ms during the burst. Each run is
 # followed by its reference, measured the same way in the same browser: the board's first screen
 # as static HTML without scripts or data, and the frames of that static page while as many
-# devices report.
+# devices report; then, with no goal, the board opened again in the first run's browser context
+# (its cache and stored token).
 # A benchmark, not a test: ctest does not run it; it exits 0 whenever it could measure. It
 # installs what is missing (Chromium, the npm packages), builds gloveboxd (optimised, in
 # GB_BENCH_BUILD_DIR), starts a throwaway PostgreSQL 15 cluster in a temporary directory and
