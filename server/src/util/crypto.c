@@ -8,9 +8,9 @@
 
 #include "util.h"
 
-/* The digest is looked up once: SHA256() and EVP_Digest() by name look it up in libcrypto's
- * provider tables at every call, which costs more than hashing a token (every request hashes
- * its bearer token). Kept for the life of the process. */
+/* The digest is fetched from libcrypto once. SHA256(), like EVP_Digest() given EVP_sha256(),
+ * fetches it from the provider tables again at every call, which costs more than hashing a token
+ * (every request hashes its bearer token). Kept for the life of the process. */
 static EVP_MD *sha256_md;
 static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
 
